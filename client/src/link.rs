@@ -1,0 +1,369 @@
+//! The upstream link: one subscription to one of several candidate servers.
+//!
+//! A link connects to the first reachable candidate, sends `Hello` (with resume points
+//! supplied by its owner), waits for `Welcome`, then passes everything that arrives to its
+//! owner as [`Inbound`] messages, and sends what its owner asks for ([`LinkCmd`]). It
+//! declares the upstream dead after `dead_after` heartbeat intervals of silence (not after
+//! the QUIC idle timeout), and then moves on to the next candidate. The owner (a consumer's
+//! reassembly task or a relay's hub) keeps all sequence state; the link keeps none.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint};
+use tickcast_proto::codec::{
+    self, ChannelHead, Control, Datagram, Frame, Hello, PROTOCOL_VERSION, Role, Subscribe, Welcome,
+};
+use tickcast_proto::{ChannelId, SeqRange, Tick};
+use tokio::sync::mpsc;
+use tokio::time::{Instant as TokioInstant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::frames::{FrameError, read_frame, write_control};
+
+/// A candidate server: its topology name (its certificate must be valid for it) and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Topology name, used as the TLS server name.
+    pub name: String,
+    /// UDP address.
+    pub addr: SocketAddr,
+}
+
+/// Settings of a link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Our own topology name (our certificate is valid for it).
+    pub name: String,
+    /// The role we claim in `Hello`.
+    pub role: Role,
+    /// Candidates in order of preference.
+    pub upstreams: Vec<Upstream>,
+    /// The upstream's heartbeat interval.
+    pub heartbeat: Duration,
+    /// Heartbeat intervals of silence after which the upstream is declared dead.
+    pub dead_after: u32,
+    /// How long a connection attempt plus hello/welcome exchange may take.
+    pub connect_timeout: Duration,
+    /// Pause after every candidate failed in turn, before trying again.
+    pub retry_pause: Duration,
+}
+
+impl LinkConfig {
+    /// Silence after which the upstream is declared dead.
+    pub fn dead_interval(&self) -> Duration {
+        self.heartbeat * self.dead_after.max(1)
+    }
+}
+
+/// What a link passes to its owner, in arrival order per source.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A session started: the server's view of each channel.
+    Connected {
+        /// Candidate name.
+        upstream: String,
+        /// The server's answer.
+        welcome: Welcome,
+        /// Round-trip time measured by the handshake.
+        rtt: Duration,
+    },
+    /// A datagram of live ticks, with its raw bytes so a relay can forward it untouched.
+    Datagram {
+        /// The datagram as received.
+        raw: Bytes,
+        /// Its decoded ticks (payloads are slices of `raw`).
+        ticks: Vec<Tick>,
+    },
+    /// A tick that came on a stream: a repair, a resume replay, or a large live tick.
+    StreamTick(Tick),
+    /// Heads announced by a heartbeat.
+    Heads(Vec<ChannelHead>),
+    /// Nobody upstream has this range any more.
+    Unavailable {
+        /// Channel.
+        channel: ChannelId,
+        /// Range.
+        range: SeqRange,
+    },
+    /// The current session ended.
+    Disconnected {
+        /// Candidate name.
+        upstream: String,
+        /// Why, for logs and events.
+        reason: String,
+    },
+}
+
+/// What an owner asks of its link.
+#[derive(Debug)]
+pub enum LinkCmd {
+    /// Send a control message (a NACK) on the current session; dropped if none.
+    Send(Control),
+    /// Drop the current session (the upstream misbehaved) and move to the next candidate.
+    Reconnect(String),
+}
+
+/// Supplies the subscriptions for each `Hello` (resume points change as ticks arrive).
+pub type ResumeFn = Arc<dyn Fn() -> Vec<Subscribe> + Send + Sync>;
+
+/// Handle an owner keeps: the receiving end of inbound messages and the command sender.
+pub struct LinkHandle {
+    /// Messages from the upstream.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// Commands to the link.
+    pub cmds: mpsc::UnboundedSender<LinkCmd>,
+}
+
+/// Starts a link task; it runs until `shutdown` is cancelled or the handle is dropped.
+pub fn spawn_link(
+    cfg: LinkConfig,
+    endpoint: Endpoint,
+    resume: ResumeFn,
+    capacity: usize,
+    shutdown: CancellationToken,
+) -> LinkHandle {
+    let (tx, inbound) = mpsc::channel(capacity);
+    // Commands are few (NACK batches, reconnect requests) and must never block the owner.
+    let (cmds, cmd_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_link(cfg, endpoint, resume, tx, cmd_rx, shutdown));
+    LinkHandle { inbound, cmds }
+}
+
+/// Why a session ended.
+enum End {
+    Shutdown,
+    OwnerGone,
+    Failed(String),
+}
+
+async fn run_link(
+    cfg: LinkConfig,
+    endpoint: Endpoint,
+    resume: ResumeFn,
+    tx: mpsc::Sender<Inbound>,
+    mut cmds: mpsc::UnboundedReceiver<LinkCmd>,
+    shutdown: CancellationToken,
+) {
+    let mut failures_in_row = 0usize;
+    let mut idx = 0usize;
+    loop {
+        if shutdown.is_cancelled() || cfg.upstreams.is_empty() {
+            return;
+        }
+        let up = cfg.upstreams[idx % cfg.upstreams.len()].clone();
+        let (end, was_connected) =
+            session(&cfg, &endpoint, &resume, &up, &tx, &mut cmds, &shutdown).await;
+        let reason = match end {
+            End::Shutdown | End::OwnerGone => return,
+            End::Failed(reason) => reason,
+        };
+        if was_connected {
+            failures_in_row = 0;
+            warn!(link = %cfg.name, upstream = %up.name, %reason, "upstream lost, failing over");
+        } else {
+            failures_in_row += 1;
+            debug!(link = %cfg.name, upstream = %up.name, %reason, "connect failed");
+        }
+        if tx
+            .send(Inbound::Disconnected {
+                upstream: up.name.clone(),
+                reason,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        idx += 1;
+        if failures_in_row >= cfg.upstreams.len() {
+            failures_in_row = 0;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(cfg.retry_pause) => {}
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    cfg: &LinkConfig,
+    endpoint: &Endpoint,
+    resume: &ResumeFn,
+    up: &Upstream,
+    tx: &mpsc::Sender<Inbound>,
+    cmds: &mut mpsc::UnboundedReceiver<LinkCmd>,
+    shutdown: &CancellationToken,
+) -> (End, bool) {
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        role: cfg.role,
+        name: cfg.name.clone(),
+        subscriptions: resume(),
+    };
+    let connect = async {
+        let conn = endpoint
+            .connect(up.addr, &up.name)
+            .map_err(|e| format!("connect to {}: {e}", up.addr))?
+            .await
+            .map_err(|e| format!("handshake with {} ({}): {e}", up.name, up.addr))?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| format!("open control stream: {e}"))?;
+        write_control(&mut send, &Control::Hello(hello))
+            .await
+            .map_err(|e| format!("send hello: {e}"))?;
+        match read_frame(&mut recv).await {
+            Ok(Frame::Control(Control::Welcome(w))) => Ok((conn, send, recv, w)),
+            Ok(other) => Err(format!("expected Welcome, got {other:?}")),
+            Err(e) => Err(format!("waiting for Welcome: {e}")),
+        }
+    };
+    let (conn, mut send, recv, welcome) = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return (End::Shutdown, false),
+        r = timeout(cfg.connect_timeout, connect) => match r {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return (End::Failed(e), false),
+            Err(_) => return (End::Failed(format!("no welcome from {} within {:?}", up.name, cfg.connect_timeout)), false),
+        },
+    };
+    info!(link = %cfg.name, upstream = %up.name, addr = %up.addr, "subscribed");
+    if tx
+        .send(Inbound::Connected {
+            upstream: up.name.clone(),
+            welcome,
+            rtt: conn.rtt(),
+        })
+        .await
+        .is_err()
+    {
+        return (End::OwnerGone, true);
+    }
+
+    // Stream readers run as tasks (reads are not cancel-safe); they report their end here.
+    let (end_tx, mut end_rx) = mpsc::channel::<String>(4);
+    let readers = [
+        tokio::spawn(control_reader(recv, tx.clone(), end_tx.clone())),
+        tokio::spawn(uni_acceptor(conn.clone(), tx.clone(), end_tx)),
+    ];
+    let dead = cfg.dead_interval();
+    let mut deadline = TokioInstant::now() + dead;
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                conn.close(tickcast_transport::CLOSE_OK, b"shutdown");
+                break End::Shutdown;
+            }
+            d = conn.read_datagram() => {
+                let raw = match d {
+                    Ok(raw) => raw,
+                    Err(e) => break End::Failed(format!("connection lost: {e}")),
+                };
+                deadline = TokioInstant::now() + dead;
+                let msg = match codec::decode_datagram(raw.clone()) {
+                    Ok(Datagram::Ticks(ticks)) => Inbound::Datagram { raw, ticks },
+                    Ok(Datagram::Control(Control::Heartbeat { heads })) => Inbound::Heads(heads),
+                    Ok(Datagram::Control(other)) => {
+                        conn.close(tickcast_transport::CLOSE_PROTOCOL, b"unexpected control datagram");
+                        break End::Failed(format!("protocol violation: unexpected datagram {other:?}"));
+                    }
+                    Err(e) => {
+                        conn.close(tickcast_transport::CLOSE_PROTOCOL, e.to_string().as_bytes());
+                        break End::Failed(format!("protocol violation: {e}"));
+                    }
+                };
+                if tx.send(msg).await.is_err() {
+                    break End::OwnerGone;
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                None => break End::OwnerGone,
+                Some(LinkCmd::Send(msg)) => {
+                    if let Err(e) = write_control(&mut send, &msg).await {
+                        break End::Failed(format!("control stream write: {e}"));
+                    }
+                }
+                Some(LinkCmd::Reconnect(reason)) => {
+                    conn.close(tickcast_transport::CLOSE_PROTOCOL, reason.as_bytes());
+                    break End::Failed(reason);
+                }
+            },
+            Some(reason) = end_rx.recv() => {
+                break End::Failed(reason);
+            }
+            _ = sleep_until(deadline) => {
+                conn.close(tickcast_transport::CLOSE_OK, b"heartbeat timeout");
+                break End::Failed(format!("no heartbeat from {} for {:?}", up.name, dead));
+            }
+        }
+    };
+    for r in readers {
+        r.abort();
+    }
+    (end, true)
+}
+
+/// Reads server → subscriber frames on the control stream.
+async fn control_reader(
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<Inbound>,
+    end: mpsc::Sender<String>,
+) {
+    let reason = loop {
+        let msg = match read_frame(&mut recv).await {
+            Ok(Frame::Tick(t)) => Inbound::StreamTick(t),
+            Ok(Frame::Control(Control::Unavailable { channel, range })) => {
+                Inbound::Unavailable { channel, range }
+            }
+            Ok(Frame::Control(Control::Heartbeat { heads })) => Inbound::Heads(heads),
+            Ok(other) => break format!("protocol violation: unexpected frame {other:?}"),
+            Err(FrameError::Finished) => break "control stream finished".to_string(),
+            Err(e) => break e.to_string(),
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    };
+    let _ = end.send(reason).await;
+}
+
+/// Accepts the server's unidirectional streams, each carrying one large live tick.
+async fn uni_acceptor(conn: Connection, tx: mpsc::Sender<Inbound>, end: mpsc::Sender<String>) {
+    loop {
+        let mut recv = match conn.accept_uni().await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = end.send(format!("connection lost: {e}")).await;
+                return;
+            }
+        };
+        let tx = tx.clone();
+        let end = end.clone();
+        tokio::spawn(async move {
+            match read_frame(&mut recv).await {
+                Ok(Frame::Tick(t)) => {
+                    let _ = tx.send(Inbound::StreamTick(t)).await;
+                }
+                Ok(other) => {
+                    let _ = end
+                        .send(format!(
+                            "protocol violation: unexpected uni frame {other:?}"
+                        ))
+                        .await;
+                }
+                Err(FrameError::Read(_)) => {} // stream reset or connection gone: the tick is repaired by NACK
+                Err(e) => {
+                    let _ = end.send(e.to_string()).await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,678 @@
+//! The hub: the one task per node that owns tick state. Every tick a relay handles passes
+//! here: it is checked against the upstream gap tracker (new or duplicate), stored in the
+//! ring, and forwarded to every child; children's NACKs are answered from the ring, and
+//! what the ring lacks is asked of the parent once, however many children want it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::{Endpoint, SendDatagramError};
+use tickcast_client::link::{Inbound, LinkCmd, LinkConfig, LinkHandle, ResumeFn, spawn_link};
+use tickcast_proto::codec::{
+    self, ChannelHead, ChannelState, Control, DatagramBuilder, Role, Subscribe, Welcome,
+};
+use tickcast_proto::gap::{Arrival, GapTracker};
+use tickcast_proto::ring::{Insert, Ring};
+use tickcast_proto::{ChannelId, Clock, Seq, SeqRange, Tick};
+use tokio::sync::mpsc;
+use tokio::time::{Instant as TokioInstant, MissedTickBehavior, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::server::{Child, HubMsg, Out};
+use crate::{RelayConfig, RelayStats, Source};
+
+/// Per-channel state.
+struct Chan {
+    ring: Ring,
+    /// Upstream gap tracking (parent source only).
+    tracker: GapTracker,
+    /// Highest seq received (what heartbeats announce).
+    head: Seq,
+    /// Ranges this node itself could not recover: answered "unavailable" on request.
+    lost: BTreeMap<Seq, Seq>,
+    /// Fetches of ranges below the ring, asked of the parent on behalf of children.
+    fetches: BTreeMap<SeqRange, Fetch>,
+    /// Live ticks waiting to be batched into datagrams in this drain round.
+    batch: Vec<Tick>,
+}
+
+struct Fetch {
+    children: BTreeSet<u64>,
+    asked: Instant,
+}
+
+/// The hub task's state; see the module docs.
+pub struct Hub {
+    cfg: RelayConfig,
+    endpoint: Endpoint,
+    clock: Arc<dyn Clock>,
+    stats: Arc<RelayStats>,
+    chans: BTreeMap<ChannelId, Chan>,
+    children: BTreeMap<u64, Child>,
+    upstream: Option<mpsc::UnboundedSender<LinkCmd>>,
+    /// Whether the tick source is the local sequencer (then nothing is upstream).
+    local: bool,
+    /// Resume points the link reads at each (re)connect to the parent.
+    resume: Arc<Mutex<BTreeMap<ChannelId, Option<Seq>>>>,
+}
+
+fn tick_frames(ticks: &[Tick]) -> Vec<Bytes> {
+    ticks
+        .iter()
+        .flat_map(|t| codec::encode_tick_frame(t))
+        .collect()
+}
+
+impl Hub {
+    /// A hub for `cfg`'s channels.
+    pub fn new(
+        cfg: RelayConfig,
+        endpoint: Endpoint,
+        clock: Arc<dyn Clock>,
+        stats: Arc<RelayStats>,
+    ) -> Self {
+        let resume = Arc::new(Mutex::new(
+            cfg.channels.iter().map(|c| (*c, None)).collect(),
+        ));
+        let chans = cfg
+            .channels
+            .iter()
+            .map(|&c| {
+                (
+                    c,
+                    Chan {
+                        ring: Ring::new(cfg.ring, 1),
+                        tracker: GapTracker::new(cfg.gap),
+                        head: 0,
+                        lost: BTreeMap::new(),
+                        fetches: BTreeMap::new(),
+                        batch: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        Hub {
+            cfg,
+            endpoint,
+            clock,
+            stats,
+            chans,
+            children: BTreeMap::new(),
+            upstream: None,
+            local: false,
+            resume,
+        }
+    }
+
+    /// Runs until shutdown, then closes every child connection.
+    pub async fn run(
+        mut self,
+        source: Source,
+        mut hub_rx: mpsc::Receiver<HubMsg>,
+        shutdown: CancellationToken,
+    ) {
+        let (mut local_rx, mut link) = match source {
+            Source::Local(rx) => {
+                self.local = true;
+                for c in self.chans.values_mut() {
+                    c.tracker.start_at(1);
+                }
+                (Some(rx), None)
+            }
+            Source::Parent(upstreams) => {
+                let link_shutdown = shutdown.child_token();
+                let points = self.resume.clone();
+                // Each channel resumes at the first seq this node still lacks, so a failover
+                // loses nothing the new parent holds.
+                let resume: ResumeFn = Arc::new(move || {
+                    points
+                        .lock()
+                        .expect("resume lock")
+                        .iter()
+                        .map(|(&channel, &resume_from)| Subscribe {
+                            channel,
+                            resume_from,
+                        })
+                        .collect()
+                });
+                let handle = spawn_link(
+                    LinkConfig {
+                        name: self.cfg.name.clone(),
+                        role: Role::Relay,
+                        upstreams,
+                        heartbeat: self.cfg.heartbeat,
+                        dead_after: self.cfg.dead_after,
+                        connect_timeout: Duration::from_secs(2),
+                        retry_pause: self.cfg.heartbeat,
+                    },
+                    self.endpoint.clone(),
+                    resume,
+                    1024,
+                    link_shutdown,
+                );
+                (None, Some(handle))
+            }
+        };
+        if let Some(LinkHandle { cmds, .. }) = &link {
+            self.upstream = Some(cmds.clone());
+        }
+        let mut heartbeat = tokio::time::interval(self.cfg.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let nack_due = self
+                .chans
+                .values()
+                .filter_map(|c| c.tracker.poll_timeout())
+                .min();
+            let nack_at = nack_due
+                .map(TokioInstant::from_std)
+                .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                m = hub_rx.recv() => {
+                    let Some(m) = m else { break };
+                    self.on_hub_msg(m);
+                    while let Ok(m) = hub_rx.try_recv() {
+                        self.on_hub_msg(m);
+                    }
+                }
+                batch = async { local_rx.as_mut().expect("local source").recv().await }, if local_rx.is_some() => {
+                    let Some(batch) = batch else { break };
+                    self.on_local(batch);
+                    while let Ok(more) = local_rx.as_mut().expect("local source").try_recv() {
+                        self.on_local(more);
+                    }
+                    self.flush_batches();
+                }
+                m = async { link.as_mut().expect("parent source").inbound.recv().await }, if link.is_some() => {
+                    let Some(m) = m else { break };
+                    let now = self.clock.now();
+                    self.on_inbound(now, m);
+                    let rx = &mut link.as_mut().expect("parent source").inbound;
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(m) => self.on_inbound(now, m),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush_batches();
+                    self.update_resume();
+                }
+                _ = heartbeat.tick() => self.send_heartbeats(),
+                _ = sleep_until(nack_at), if nack_due.is_some() => self.send_nacks(),
+            }
+        }
+        for c in self.children.values() {
+            c.conn.close(tickcast_transport::CLOSE_OK, b"shutdown");
+        }
+    }
+
+    fn update_resume(&self) {
+        let mut r = self.resume.lock().expect("resume lock");
+        for (c, ch) in &self.chans {
+            if ch.tracker.is_started() {
+                r.insert(*c, Some(ch.tracker.next_expected()));
+            }
+        }
+    }
+
+    // ---- ticks entering this node ----
+
+    /// Numbered ticks from the local sequencer (origin).
+    fn on_local(&mut self, ticks: Vec<Tick>) {
+        for t in ticks {
+            let Some(ch) = self.chans.get_mut(&t.channel) else {
+                continue;
+            };
+            self.stats.received.fetch_add(1, Relaxed);
+            ch.head = ch.head.max(t.seq);
+            // The sequencer never repeats a seq; keep the tracker's view in step anyway so
+            // that `next_expected` means the same thing on every node.
+            let _ = ch.tracker.on_seq(self.clock.now(), t.seq);
+            ch.ring.insert(t.clone());
+            ch.batch.push(t);
+        }
+    }
+
+    fn on_inbound(&mut self, now: Instant, m: Inbound) {
+        match m {
+            Inbound::Connected {
+                upstream,
+                welcome,
+                rtt,
+            } => {
+                self.stats.upstream_connects.fetch_add(1, Relaxed);
+                info!(node = %self.cfg.name, %upstream, "upstream connected");
+                for st in welcome.channels {
+                    let Some(ch) = self.chans.get_mut(&st.channel) else {
+                        continue;
+                    };
+                    if !ch.tracker.is_started() {
+                        // A node joining a running network starts at the live head; older
+                        // ranges are fetched from the parent when a child asks for them.
+                        ch.tracker.start_at(st.head + 1);
+                        ch.ring = Ring::new(self.cfg.ring, st.head + 1);
+                    }
+                    if let Err(e) = ch.tracker.on_head(now, st.head) {
+                        self.reconnect(format!("welcome head: {e}"));
+                        return;
+                    }
+                    ch.tracker.set_retry(rtt * 2);
+                    ch.tracker.renack_all(now);
+                    // Fetches pending on the old session are asked again of the new one.
+                    for (r, f) in ch.fetches.iter_mut() {
+                        f.asked = now;
+                        if let Some(up) = &self.upstream {
+                            let _ = up.send(LinkCmd::Send(Control::Nack {
+                                channel: st.channel,
+                                ranges: vec![*r],
+                            }));
+                        }
+                    }
+                }
+            }
+            Inbound::Datagram { raw, ticks } => {
+                let channel = ticks[0].channel;
+                let same_channel = ticks.iter().all(|t| t.channel == channel);
+                let mut all_new = same_channel && raw.len() <= self.cfg.max_datagram;
+                let mut fresh = Vec::with_capacity(ticks.len());
+                for t in ticks {
+                    match self.accept(now, &t) {
+                        Ok(true) => fresh.push(t),
+                        Ok(false) => all_new = false,
+                        Err(e) => {
+                            self.reconnect(e);
+                            return;
+                        }
+                    }
+                }
+                if all_new {
+                    // Forward the upstream's datagram untouched: no re-encoding, no copies.
+                    self.stats.forwarded_raw.fetch_add(1, Relaxed);
+                    self.fan_out_datagram(channel, &raw, &fresh);
+                } else {
+                    for t in fresh {
+                        if let Some(ch) = self.chans.get_mut(&t.channel) {
+                            ch.batch.push(t);
+                        }
+                    }
+                }
+            }
+            Inbound::StreamTick(t) => match self.accept(now, &t) {
+                Ok(true) => {
+                    if let Some(ch) = self.chans.get_mut(&t.channel) {
+                        ch.batch.push(t);
+                    }
+                }
+                Ok(false) => self.answer_fetches(&t),
+                Err(e) => self.reconnect(e),
+            },
+            Inbound::Heads(heads) => {
+                for h in heads {
+                    let Some(ch) = self.chans.get_mut(&h.channel) else {
+                        continue;
+                    };
+                    if let Err(e) = ch.tracker.on_head(now, h.head) {
+                        self.reconnect(format!("heartbeat head: {e}"));
+                        return;
+                    }
+                }
+            }
+            Inbound::Unavailable { channel, range } => self.on_unavailable(channel, range),
+            Inbound::Disconnected { upstream, reason } => {
+                debug!(node = %self.cfg.name, %upstream, %reason, "upstream session ended");
+            }
+        }
+    }
+
+    /// Checks a tick from upstream; stores it if new. `Ok(true)`: new, to be forwarded.
+    fn accept(&mut self, now: Instant, t: &Tick) -> Result<bool, String> {
+        let Some(ch) = self.chans.get_mut(&t.channel) else {
+            return Ok(false);
+        };
+        if !ch.tracker.is_started() {
+            return Ok(false); // before the welcome: it will be resent or replayed
+        }
+        match ch
+            .tracker
+            .on_seq(now, t.seq)
+            .map_err(|e| format!("upstream {e}"))?
+        {
+            Arrival::New => {
+                self.stats.received.fetch_add(1, Relaxed);
+                ch.head = ch.head.max(t.seq);
+                if ch.ring.insert(t.clone()) == Insert::Duplicate {
+                    return Ok(false);
+                }
+                Ok(true)
+            }
+            Arrival::Duplicate => {
+                self.stats.duplicates.fetch_add(1, Relaxed);
+                Ok(false)
+            }
+        }
+    }
+
+    fn reconnect(&self, reason: String) {
+        warn!(node = %self.cfg.name, %reason, "upstream misbehaved, switching");
+        if let Some(up) = &self.upstream {
+            let _ = up.send(LinkCmd::Reconnect(reason));
+        }
+    }
+
+    /// Upstream says nobody has `range`: what this node was missing is lost for good;
+    /// children are told at once, and pending fetches for it are answered.
+    fn on_unavailable(&mut self, channel: ChannelId, range: SeqRange) {
+        let Some(ch) = self.chans.get_mut(&channel) else {
+            return;
+        };
+        let lost = ch.tracker.resolve_lost(range);
+        for r in &lost {
+            warn!(node = %self.cfg.name, channel, range = %r, "range lost upstream");
+            self.stats.lost.fetch_add(r.len(), Relaxed);
+            ch.lost.insert(r.first, r.last);
+        }
+        let mut waiting: BTreeSet<u64> = BTreeSet::new();
+        ch.fetches.retain(|fr, f| {
+            if fr.intersect(&range).is_some() {
+                waiting.extend(f.children.iter().copied());
+                false
+            } else {
+                true
+            }
+        });
+        let broadcast: Vec<u64> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.hello.subscriptions.iter().any(|s| s.channel == channel))
+            .map(|(id, _)| *id)
+            .collect();
+        for r in lost {
+            let frame = codec::encode_control_frame(&Control::Unavailable { channel, range: r });
+            for id in &broadcast {
+                self.send_to(*id, Out::Frames(vec![frame.clone()]));
+            }
+        }
+        let frame = codec::encode_control_frame(&Control::Unavailable { channel, range });
+        for id in waiting {
+            self.send_to(id, Out::Frames(vec![frame.clone()]));
+        }
+    }
+
+    /// A tick below this node's own window arrived: it answers children's fetches.
+    fn answer_fetches(&mut self, t: &Tick) {
+        let Some(ch) = self.chans.get_mut(&t.channel) else {
+            return;
+        };
+        let mut to: BTreeSet<u64> = BTreeSet::new();
+        ch.fetches.retain(|r, f| {
+            if r.contains(t.seq) {
+                to.extend(f.children.iter().copied());
+            }
+            !(r.contains(t.seq) && t.seq == r.last)
+        });
+        if to.is_empty() {
+            return;
+        }
+        let frames = tick_frames(std::slice::from_ref(t));
+        for id in to {
+            self.stats.repaired_out.fetch_add(1, Relaxed);
+            self.send_to(id, Out::Frames(frames.clone()));
+        }
+    }
+
+    // ---- ticks leaving this node ----
+
+    /// Sends a datagram of `channel` to every child subscribed to it.
+    fn fan_out_datagram(&mut self, channel: ChannelId, dgram: &Bytes, ticks: &[Tick]) {
+        let mut fallback = Vec::new();
+        for (id, c) in &self.children {
+            if !c.hello.subscriptions.iter().any(|s| s.channel == channel) {
+                continue;
+            }
+            match c.conn.send_datagram(dgram.clone()) {
+                Ok(()) => {
+                    self.stats.datagrams_out.fetch_add(1, Relaxed);
+                }
+                // The path MTU toward this child is smaller: send these ticks reliably.
+                Err(SendDatagramError::TooLarge) => fallback.push(*id),
+                // Connection gone or datagrams refused: the reader task reports it.
+                Err(_) => {}
+            }
+        }
+        if !fallback.is_empty() {
+            let frames = tick_frames(ticks);
+            for id in fallback {
+                self.send_to(id, Out::Frames(frames.clone()));
+            }
+        }
+    }
+
+    /// Batches what each channel collected in this round into datagrams (no waiting: only
+    /// what is already here) and sends them; ticks too large for a datagram go on streams.
+    fn flush_batches(&mut self) {
+        let channels: Vec<ChannelId> = self.chans.keys().copied().collect();
+        for channel in channels {
+            let batch = std::mem::take(&mut self.chans.get_mut(&channel).expect("channel").batch);
+            if batch.is_empty() {
+                continue;
+            }
+            let mut b = DatagramBuilder::new(self.cfg.max_datagram);
+            let mut in_dgram: Vec<Tick> = Vec::new();
+            for t in batch {
+                if codec::single_tick_datagram_len(t.payload.len()) > self.cfg.max_datagram {
+                    self.fan_out_stream(channel, t);
+                    continue;
+                }
+                if !b.fits(&t) {
+                    let d = b.finish().expect("non-empty batch");
+                    self.fan_out_datagram(channel, &d, &in_dgram);
+                    in_dgram.clear();
+                }
+                b.push(&t);
+                in_dgram.push(t);
+            }
+            if let Some(d) = b.finish() {
+                self.fan_out_datagram(channel, &d, &in_dgram);
+            }
+        }
+    }
+
+    fn fan_out_stream(&mut self, channel: ChannelId, t: Tick) {
+        let ids: Vec<u64> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.hello.subscriptions.iter().any(|s| s.channel == channel))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.send_to(id, Out::Uni(t.clone()));
+        }
+    }
+
+    /// Queues work for one child's writer; a full queue means a slow child, whose loss is
+    /// its own: it will NACK again, and nothing else waits for it.
+    fn send_to(&mut self, id: u64, out: Out) {
+        let Some(c) = self.children.get(&id) else {
+            return;
+        };
+        if c.writer.try_send(out).is_err() {
+            self.stats.child_drops.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn send_heartbeats(&mut self) {
+        let mut cache: BTreeMap<Vec<ChannelId>, Bytes> = BTreeMap::new();
+        for c in self.children.values() {
+            let chans: Vec<ChannelId> = c.hello.subscriptions.iter().map(|s| s.channel).collect();
+            let d = cache
+                .entry(chans)
+                .or_insert_with_key(|chans| {
+                    let heads = chans
+                        .iter()
+                        .filter_map(|ch| {
+                            self.chans.get(ch).map(|s| ChannelHead {
+                                channel: *ch,
+                                head: s.head,
+                            })
+                        })
+                        .collect();
+                    codec::encode_control_datagram(&Control::Heartbeat { heads })
+                })
+                .clone();
+            let _ = c.conn.send_datagram(d);
+        }
+    }
+
+    fn send_nacks(&mut self) {
+        let now = self.clock.now();
+        let Some(up) = &self.upstream else { return };
+        for (channel, ch) in self.chans.iter_mut() {
+            while let Some(ranges) = ch.tracker.poll_nack(now) {
+                self.stats.nacks_up.fetch_add(ranges.len() as u64, Relaxed);
+                let _ = up.send(LinkCmd::Send(Control::Nack {
+                    channel: *channel,
+                    ranges,
+                }));
+            }
+        }
+    }
+
+    // ---- children ----
+
+    fn on_hub_msg(&mut self, m: HubMsg) {
+        match m {
+            HubMsg::Join(child) => self.join(child),
+            HubMsg::Nack {
+                child,
+                channel,
+                ranges,
+            } => {
+                self.stats.nacks_in.fetch_add(ranges.len() as u64, Relaxed);
+                for r in ranges {
+                    self.answer(child, channel, r);
+                }
+            }
+            HubMsg::Gone { child } => {
+                if let Some(c) = self.children.remove(&child) {
+                    debug!(node = %self.cfg.name, child = %c.name, "child left");
+                }
+                for ch in self.chans.values_mut() {
+                    for f in ch.fetches.values_mut() {
+                        f.children.remove(&child);
+                    }
+                    ch.fetches.retain(|_, f| !f.children.is_empty());
+                }
+            }
+        }
+    }
+
+    /// Registers a child: welcome first, then (on resume) the replay, then live ticks. All
+    /// in this one task, so no tick falls between the welcome's head and the live stream.
+    fn join(&mut self, child: Child) {
+        let states: Vec<ChannelState> = child
+            .hello
+            .subscriptions
+            .iter()
+            .filter_map(|s| {
+                self.chans.get(&s.channel).map(|ch| ChannelState {
+                    channel: s.channel,
+                    head: ch.head,
+                    oldest: ch
+                        .ring
+                        .oldest()
+                        .unwrap_or(ch.head + 1)
+                        .max(ch.ring.floor().min(ch.head + 1)),
+                })
+            })
+            .collect();
+        let welcome = codec::encode_control_frame(&Control::Welcome(Welcome {
+            channels: states.clone(),
+        }));
+        if child.writer.try_send(Out::Frames(vec![welcome])).is_err() {
+            return;
+        }
+        let id = child.id;
+        let subs: Vec<Subscribe> = child.hello.subscriptions.clone();
+        self.children.insert(id, child);
+        for (s, st) in subs.iter().zip(states) {
+            if let Some(from) = s.resume_from
+                && from <= st.head
+            {
+                self.answer(id, s.channel, SeqRange::new(from.max(1), st.head));
+            }
+        }
+    }
+
+    /// Answers one requested range for one child: from the ring what it holds; what fell
+    /// below it is fetched from the parent (or unavailable at the origin); ranges this node
+    /// lost are unavailable; ranges it is still repairing will reach the child live.
+    fn answer(&mut self, child: u64, channel: ChannelId, r: SeqRange) {
+        let now = self.clock.now();
+        let Some(ch) = self.chans.get_mut(&channel) else {
+            return;
+        };
+        if r.first > ch.head {
+            return; // nothing of it exists here yet
+        }
+        let r = SeqRange::new(r.first, r.last.min(ch.head));
+        let look = ch.ring.lookup(r, self.cfg.max_answer);
+        let mut unavailable: Vec<SeqRange> = Vec::new();
+        let mut fetch: Option<SeqRange> = None;
+        if let Some(ev) = look.evicted {
+            if self.local {
+                unavailable.push(ev);
+            } else {
+                fetch = Some(ev);
+            }
+        }
+        for h in &look.holes {
+            // Parts this node gave up on are unavailable; parts it is still repairing
+            // reach every child through the live path once repaired.
+            for (&f, &l) in ch.lost.range(..=h.last) {
+                if let Some(x) = SeqRange::new(f, l).intersect(h) {
+                    unavailable.push(x);
+                }
+            }
+        }
+        if let Some(ev) = fetch {
+            // One upstream request per range, however many children wait for it.
+            let entry = ch.fetches.entry(ev).or_insert_with(|| Fetch {
+                children: BTreeSet::new(),
+                asked: now - Duration::from_secs(3600),
+            });
+            entry.children.insert(child);
+            if now.duration_since(entry.asked) > self.cfg.heartbeat * 4 {
+                entry.asked = now;
+                if let Some(up) = &self.upstream {
+                    self.stats.nacks_up.fetch_add(1, Relaxed);
+                    let _ = up.send(LinkCmd::Send(Control::Nack {
+                        channel,
+                        ranges: vec![ev],
+                    }));
+                }
+            }
+        }
+        if !look.ticks.is_empty() {
+            self.stats
+                .repaired_out
+                .fetch_add(look.ticks.len() as u64, Relaxed);
+            self.send_to(child, Out::Frames(tick_frames(&look.ticks)));
+        }
+        for u in unavailable {
+            self.stats.unavailable_out.fetch_add(1, Relaxed);
+            self.send_to(
+                child,
+                Out::Frames(vec![codec::encode_control_frame(&Control::Unavailable {
+                    channel,
+                    range: u,
+                })]),
+            );
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! tickcast relay node: keeps a ring of recent ticks, fans live ticks out to its children
+//! (child relays, consumers, its standby sibling) and repairs their gaps from its ring.
+//!
+//! Where things happen:
+//! - [`server`] accepts connections, checks who the peer is (certificate name, role in the
+//!   topology) and runs one reader and one writer task per child;
+//! - [`hub`] is the single task that owns the ring, the upstream gap tracker and the list
+//!   of children: every tick is stored, forwarded and repaired there;
+//! - upstream is either a parent (through `tickcast_client::link`, the same machinery
+//!   consumers use) or, for the origin, a local channel fed by the sequencer.
+
+pub mod hub;
+pub mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use quinn::Endpoint;
+use tickcast_client::Upstream;
+use tickcast_proto::codec::Role;
+use tickcast_proto::gap::GapConfig;
+use tickcast_proto::topology::RingLimits;
+use tickcast_proto::{ChannelId, Clock, Tick};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use server::PublisherSession;
+
+/// Decides whether a peer that proved `name` (by certificate) may connect in `role`.
+pub type Authorize = Arc<dyn Fn(&str, Role) -> Result<(), String> + Send + Sync>;
+
+/// Where a node's ticks come from.
+pub enum Source {
+    /// Subscribe to a parent (first reachable of the candidates).
+    Parent(Vec<Upstream>),
+    /// Numbered ticks from the local sequencer (the origin).
+    Local(mpsc::Receiver<Vec<Tick>>),
+}
+
+/// Relay settings.
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// Our topology name.
+    pub name: String,
+    /// Channels carried.
+    pub channels: Vec<ChannelId>,
+    /// Ring limits per channel.
+    pub ring: RingLimits,
+    /// Heartbeat interval toward children (and expected from the parent).
+    pub heartbeat: Duration,
+    /// Missed heartbeats before the parent is declared dead.
+    pub dead_after: u32,
+    /// Gap tracking toward the parent.
+    pub gap: GapConfig,
+    /// Largest datagram built (bytes); upstream datagrams up to this size are forwarded as is.
+    pub max_datagram: usize,
+    /// Messages queued per child writer before answers to that child are dropped.
+    pub child_queue: usize,
+    /// Most ticks sent in answer to one NACK range (the child asks again for the rest).
+    pub max_answer: usize,
+    /// Who may connect.
+    pub authorize: Authorize,
+    /// Where publisher connections go (the origin sets this; relays refuse publishers).
+    pub publishers: Option<mpsc::Sender<PublisherSession>>,
+}
+
+impl RelayConfig {
+    /// Settings with defaults for everything but name, channels, ring and authorization.
+    pub fn new(
+        name: impl Into<String>,
+        channels: Vec<ChannelId>,
+        ring: RingLimits,
+        authorize: Authorize,
+    ) -> Self {
+        RelayConfig {
+            name: name.into(),
+            channels,
+            ring,
+            heartbeat: Duration::from_millis(50),
+            dead_after: 3,
+            gap: GapConfig::default(),
+            max_datagram: 1150,
+            child_queue: 4096,
+            max_answer: 8192,
+            authorize,
+            publishers: None,
+        }
+    }
+}
+
+/// Counters of one relay, readable while it runs.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// New ticks received from upstream (or the sequencer).
+    pub received: AtomicU64,
+    /// Upstream copies dropped as duplicates.
+    pub duplicates: AtomicU64,
+    /// Datagrams sent to children.
+    pub datagrams_out: AtomicU64,
+    /// Upstream datagrams forwarded byte-for-byte.
+    pub forwarded_raw: AtomicU64,
+    /// NACK ranges received from children.
+    pub nacks_in: AtomicU64,
+    /// Ticks resent to children from the ring.
+    pub repaired_out: AtomicU64,
+    /// Ranges answered "unavailable".
+    pub unavailable_out: AtomicU64,
+    /// NACK ranges sent upstream (own gaps and fetches for children).
+    pub nacks_up: AtomicU64,
+    /// Seqs this relay itself could not recover.
+    pub lost: AtomicU64,
+    /// Messages to children dropped because the child's queue was full (slow child).
+    pub child_drops: AtomicU64,
+    /// Children currently connected.
+    pub children: AtomicU64,
+    /// Upstream sessions started.
+    pub upstream_connects: AtomicU64,
+}
+
+impl RelayStats {
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}
+
+/// A relay node: build with [`Relay::new`], drive with [`Relay::run`].
+pub struct Relay {
+    cfg: RelayConfig,
+    endpoint: Endpoint,
+    clock: Arc<dyn Clock>,
+    source: Source,
+    stats: Arc<RelayStats>,
+}
+
+impl Relay {
+    /// A relay serving on `endpoint` (already bound, with a server config) fed by `source`.
+    pub fn new(
+        cfg: RelayConfig,
+        endpoint: Endpoint,
+        clock: Arc<dyn Clock>,
+        source: Source,
+    ) -> Self {
+        Relay {
+            cfg,
+            endpoint,
+            clock,
+            source,
+            stats: Arc::new(RelayStats::default()),
+        }
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<RelayStats> {
+        self.stats.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled; then closes every child connection.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Relay {
+            cfg,
+            endpoint,
+            clock,
+            source,
+            stats,
+        } = self;
+        let (hub_tx, hub_rx) = mpsc::channel(4096);
+        let accept = tokio::spawn(server::accept_loop(
+            cfg.clone(),
+            endpoint.clone(),
+            hub_tx,
+            stats.clone(),
+            shutdown.clone(),
+        ));
+        hub::Hub::new(cfg, endpoint, clock, stats)
+            .run(source, hub_rx, shutdown)
+            .await;
+        let _ = accept.await;
+    }
+}

@@ -1,0 +1,298 @@
+//! Accepting children: TLS identity and role checks, the hello, and the per-child reader
+//! and writer tasks. Owns no tick state; everything it learns goes to the hub.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tickcast_client::frames::{FrameError, read_frame, write_chunks};
+use tickcast_proto::codec::{self, Control, Frame, Hello, PROTOCOL_VERSION, Role};
+use tickcast_proto::{ChannelId, SeqRange, Tick};
+use tickcast_transport::{CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_VERSION, verify_peer_name};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{RelayConfig, RelayStats};
+
+/// A publisher that connected and identified itself; handed to the origin.
+pub struct PublisherSession {
+    /// Its topology name (certificate checked).
+    pub name: String,
+    /// The connection.
+    pub conn: Connection,
+    /// Origin → publisher half of its stream (acks).
+    pub send: SendStream,
+    /// Publisher → origin half (publish frames).
+    pub recv: RecvStream,
+}
+
+/// Something for a child's writer task to put on the wire.
+#[derive(Debug)]
+pub enum Out {
+    /// Pre-encoded frames for the control stream, written in order.
+    Frames(Vec<Bytes>),
+    /// A live tick too large for a datagram: sent on its own unidirectional stream.
+    Uni(Tick),
+}
+
+/// Messages from the server side to the hub.
+pub enum HubMsg {
+    /// A child finished its hello and wants ticks.
+    Join(Child),
+    /// A child asks for ranges again.
+    Nack {
+        /// Child id.
+        child: u64,
+        /// Channel.
+        channel: ChannelId,
+        /// Ranges.
+        ranges: Vec<SeqRange>,
+    },
+    /// A child went away.
+    Gone {
+        /// Child id.
+        child: u64,
+    },
+}
+
+/// A connected child as the hub sees it.
+pub struct Child {
+    /// Unique id within this node.
+    pub id: u64,
+    /// Topology name.
+    pub name: String,
+    /// Consumer or relay.
+    pub role: Role,
+    /// The connection (datagrams are sent on it directly).
+    pub conn: Connection,
+    /// The hello (channels and resume points).
+    pub hello: Hello,
+    /// Queue to the child's writer task.
+    pub writer: mpsc::Sender<Out>,
+}
+
+/// Accepts connections until shutdown.
+pub async fn accept_loop(
+    cfg: RelayConfig,
+    endpoint: Endpoint,
+    hub: mpsc::Sender<HubMsg>,
+    stats: Arc<RelayStats>,
+    shutdown: CancellationToken,
+) {
+    let mut next_id = 1u64;
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        let id = next_id;
+        next_id += 1;
+        let (cfg, hub, stats, shutdown) =
+            (cfg.clone(), hub.clone(), stats.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(node = %cfg.name, peer = %addr, error = %e, "refused connection: TLS handshake failed");
+                    return;
+                }
+            };
+            if let Err(e) = admit(id, &cfg, conn.clone(), &hub, &stats, shutdown).await {
+                warn!(node = %cfg.name, peer = %addr, reason = %e.1, "refused peer");
+                conn.close(e.0, e.1.as_bytes());
+            }
+        });
+    }
+}
+
+/// Reads and checks the hello, then starts the child's tasks. An `Err` carries the close
+/// code and reason.
+async fn admit(
+    id: u64,
+    cfg: &RelayConfig,
+    conn: Connection,
+    hub: &mpsc::Sender<HubMsg>,
+    stats: &Arc<RelayStats>,
+    shutdown: CancellationToken,
+) -> Result<(), (quinn::VarInt, String)> {
+    let hello_wait = Duration::from_secs(5);
+    let (send, mut recv) = timeout(hello_wait, conn.accept_bi())
+        .await
+        .map_err(|_| (CLOSE_PROTOCOL, "no control stream within 5 s".to_string()))?
+        .map_err(|e| (CLOSE_PROTOCOL, format!("control stream: {e}")))?;
+    let hello = match timeout(hello_wait, read_frame(&mut recv)).await {
+        Err(_) => return Err((CLOSE_PROTOCOL, "no hello within 5 s".into())),
+        Ok(Ok(Frame::Control(Control::Hello(h)))) => h,
+        Ok(Ok(other)) => {
+            return Err((
+                CLOSE_PROTOCOL,
+                format!("expected hello, got {}", frame_name(&other)),
+            ));
+        }
+        Ok(Err(e)) => return Err((CLOSE_PROTOCOL, format!("reading hello: {e}"))),
+    };
+    if hello.version != PROTOCOL_VERSION {
+        return Err((
+            CLOSE_VERSION,
+            format!(
+                "protocol version {} not supported (want {PROTOCOL_VERSION})",
+                hello.version
+            ),
+        ));
+    }
+    verify_peer_name(&conn, &hello.name).map_err(|e| {
+        (
+            CLOSE_REFUSED,
+            format!("peer claims name {:?}: {e}", hello.name),
+        )
+    })?;
+    (cfg.authorize)(&hello.name, hello.role).map_err(|e| (CLOSE_REFUSED, e))?;
+    if hello.role == Role::Publisher {
+        let Some(sink) = &cfg.publishers else {
+            return Err((CLOSE_REFUSED, format!("{} accepts no publishers", cfg.name)));
+        };
+        info!(node = %cfg.name, publisher = %hello.name, "publisher connected");
+        let _ = sink
+            .send(PublisherSession {
+                name: hello.name,
+                conn,
+                send,
+                recv,
+            })
+            .await;
+        return Ok(());
+    }
+    if let Some(s) = hello
+        .subscriptions
+        .iter()
+        .find(|s| !cfg.channels.contains(&s.channel))
+    {
+        return Err((CLOSE_REFUSED, format!("unknown channel {}", s.channel)));
+    }
+    info!(node = %cfg.name, child = %hello.name, role = ?hello.role, "child subscribed");
+    let (writer, rx) = mpsc::channel(cfg.child_queue.max(16));
+    tokio::spawn(child_writer(conn.clone(), send, rx, shutdown.clone()));
+    let child = Child {
+        id,
+        name: hello.name.clone(),
+        role: hello.role,
+        conn: conn.clone(),
+        hello,
+        writer,
+    };
+    if hub.send(HubMsg::Join(child)).await.is_err() {
+        return Ok(());
+    }
+    stats.children.fetch_add(1, Relaxed);
+    tokio::spawn(child_reader(
+        id,
+        cfg.name.clone(),
+        conn,
+        recv,
+        hub.clone(),
+        stats.clone(),
+    ));
+    Ok(())
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Tick(_) => "a tick",
+        Frame::Publish(_) => "a publish record",
+        Frame::Control(_) => "another control message",
+    }
+}
+
+/// Reads a child's NACKs; a malformed frame closes that child's connection only.
+async fn child_reader(
+    id: u64,
+    node: String,
+    conn: Connection,
+    mut recv: RecvStream,
+    hub: mpsc::Sender<HubMsg>,
+    stats: Arc<RelayStats>,
+) {
+    loop {
+        match read_frame(&mut recv).await {
+            Ok(Frame::Control(Control::Nack { channel, ranges })) => {
+                // Ranges must be well formed; a peer sending first > last is broken.
+                if ranges.iter().any(|r| r.first > r.last || r.first == 0) {
+                    warn!(%node, child = id, "malformed NACK range, closing child");
+                    conn.close(CLOSE_PROTOCOL, b"malformed NACK range");
+                    break;
+                }
+                if hub
+                    .send(HubMsg::Nack {
+                        child: id,
+                        channel,
+                        ranges,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(other) => {
+                warn!(%node, child = id, "unexpected {} from child, closing it", frame_name(&other));
+                conn.close(CLOSE_PROTOCOL, b"unexpected frame");
+                break;
+            }
+            Err(FrameError::Malformed(e)) => {
+                warn!(%node, child = id, error = %e, "malformed frame from child, closing it");
+                conn.close(CLOSE_PROTOCOL, e.to_string().as_bytes());
+                break;
+            }
+            Err(e) => {
+                debug!(%node, child = id, error = %e, "child gone");
+                break;
+            }
+        }
+    }
+    stats.children.fetch_sub(1, Relaxed);
+    let _ = hub.send(HubMsg::Gone { child: id }).await;
+}
+
+/// Writes queued frames to the child's control stream and large ticks to uni streams.
+async fn child_writer(
+    conn: Connection,
+    mut send: SendStream,
+    mut rx: mpsc::Receiver<Out>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let out = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            o = rx.recv() => match o { Some(o) => o, None => return },
+        };
+        let res = match out {
+            Out::Frames(mut chunks) => write_chunks(&mut send, &mut chunks)
+                .await
+                .map_err(|e| e.to_string()),
+            Out::Uni(tick) => {
+                let conn = conn.clone();
+                // A large tick must not hold up repairs behind it: its own task and stream.
+                tokio::spawn(async move {
+                    if let Ok(mut s) = conn.open_uni().await {
+                        let _ = write_chunks(&mut s, &mut codec::encode_tick_frame(&tick)).await;
+                        let _ = s.finish();
+                    }
+                });
+                Ok(())
+            }
+        };
+        if res.is_err() {
+            return;
+        }
+    }
+}
