@@ -51,16 +51,68 @@ impl Certs {
     }
 }
 
+/// What kind of UDP sockets nodes get.
+#[derive(Clone, Debug, Default)]
+pub enum Sockets {
+    /// Plain UDP sockets.
+    #[default]
+    Real,
+    /// Test aid: every endpoint drops this fraction of the packets it sends (seeded).
+    Lossy {
+        /// Drop probability per packet.
+        loss: f64,
+        /// Base seed; each endpoint derives its own from it and its name.
+        seed: u64,
+        /// Counters of every lossy endpoint made, to check that loss really happened.
+        stats: Arc<std::sync::Mutex<Vec<tickcast_transport::LossStats>>>,
+    },
+}
+
+impl Sockets {
+    /// Packets dropped so far by all lossy endpoints.
+    pub fn dropped(&self) -> u64 {
+        match self {
+            Sockets::Real => 0,
+            Sockets::Lossy { stats, .. } => stats
+                .lock()
+                .expect("stats")
+                .iter()
+                .map(|s| s.dropped())
+                .sum(),
+        }
+    }
+}
+
 /// Binds the endpoint of node `name` (origin or relay) at its topology address.
 pub fn bind_node(topo: &Topology, name: &str, certs: &Certs) -> Result<Endpoint> {
+    bind_node_with(topo, name, certs, &Sockets::Real)
+}
+
+fn bind_node_with(
+    topo: &Topology,
+    name: &str,
+    certs: &Certs,
+    sockets: &Sockets,
+) -> Result<Endpoint> {
     let addr = topo
         .listen_addr(name)
         .with_context(|| format!("{name:?} is not an origin or relay of the topology"))?;
-    bind_at(addr, name, certs, true)
+    bind_with(addr, name, certs, true, sockets)
 }
 
 /// Binds an endpoint for `name` at `addr`, serving if `serve`.
 pub fn bind_at(addr: SocketAddr, name: &str, certs: &Certs, serve: bool) -> Result<Endpoint> {
+    bind_with(addr, name, certs, serve, &Sockets::Real)
+}
+
+/// Binds an endpoint for `name` at `addr` on the given kind of socket.
+pub fn bind_with(
+    addr: SocketAddr,
+    name: &str,
+    certs: &Certs,
+    serve: bool,
+    sockets: &Sockets,
+) -> Result<Endpoint> {
     let id = certs.identity(name)?;
     let ca = certs.ca()?;
     let tuning = QuicTuning::default();
@@ -70,7 +122,17 @@ pub fn bind_at(addr: SocketAddr, name: &str, certs: &Certs, serve: bool) -> Resu
         None
     };
     let client = tickcast_transport::client_config(&id, &ca, &tuning)?;
-    Ok(tickcast_transport::bind(addr, server, client)?)
+    match sockets {
+        Sockets::Real => Ok(tickcast_transport::bind(addr, server, client)?),
+        Sockets::Lossy { loss, seed, stats } => {
+            let seed = name
+                .bytes()
+                .fold(*seed, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+            let (ep, s) = tickcast_transport::bind_lossy(addr, server, client, *loss, seed)?;
+            stats.lock().expect("stats").push(s);
+            Ok(ep)
+        }
+    }
 }
 
 /// Who may connect to `node`: consumers that list it, relays whose upstream candidates
@@ -169,8 +231,19 @@ pub fn start_origin(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(OriginHandle, Arc<RelayStats>)> {
+    start_origin_with(topo, certs, clock, tasks, shutdown, &Sockets::Real)
+}
+
+fn start_origin_with(
+    topo: &Topology,
+    certs: &Certs,
+    clock: Arc<dyn Clock>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    sockets: &Sockets,
+) -> Result<(OriginHandle, Arc<RelayStats>)> {
     let name = topo.origin.name.clone();
-    let ep = bind_node(topo, &name, certs)?;
+    let ep = bind_node_with(topo, &name, certs, sockets)?;
     let origin = Origin::new(
         OriginConfig {
             relay: relay_config(topo, &name)?,
@@ -194,7 +267,19 @@ pub fn start_relay(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<Arc<RelayStats>> {
-    let ep = bind_node(topo, name, certs)?;
+    start_relay_with(topo, name, certs, clock, tasks, shutdown, &Sockets::Real)
+}
+
+fn start_relay_with(
+    topo: &Topology,
+    name: &str,
+    certs: &Certs,
+    clock: Arc<dyn Clock>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    sockets: &Sockets,
+) -> Result<Arc<RelayStats>> {
+    let ep = bind_node_with(topo, name, certs, sockets)?;
     let ups = upstreams(topo, &topo.upstream_candidates(name))?;
     let relay = Relay::new(relay_config(topo, name)?, ep, clock, Source::Parent(ups));
     let s = relay.stats();
@@ -211,8 +296,27 @@ pub fn start_consumer(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<Subscription> {
-    let ep = bind_at("127.0.0.1:0".parse()?, &spec.name, certs, false)?;
-    let (client, sub) = Client::new(consumer_config(topo, spec)?, ep, clock);
+    start_consumer_with(
+        consumer_config(topo, spec)?,
+        certs,
+        clock,
+        tasks,
+        shutdown,
+        &Sockets::Real,
+    )
+}
+
+/// Starts a consumer with an explicit client configuration on the given kind of socket.
+pub fn start_consumer_with(
+    cfg: ClientConfig,
+    certs: &Certs,
+    clock: Arc<dyn Clock>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    sockets: &Sockets,
+) -> Result<Subscription> {
+    let ep = bind_with("127.0.0.1:0".parse()?, &cfg.name, certs, false, sockets)?;
+    let (client, sub) = Client::new(cfg, ep, clock);
     tasks.spawn(client.run(shutdown.clone()));
     Ok(sub)
 }
@@ -227,8 +331,17 @@ pub struct Network {
     pub relays: Vec<(String, Arc<RelayStats>)>,
     /// Consumer subscriptions, in topology order.
     pub consumers: Vec<(ConsumerSpec, Subscription)>,
-    /// Every node task (wait on it after cancelling `shutdown` for a clean stop).
+    /// Every node task (close and wait on it after cancelling `shutdown` for a clean stop).
     pub tasks: TaskTracker,
+}
+
+/// Options for [`start_network_with`].
+#[derive(Clone, Debug, Default)]
+pub struct NetOptions {
+    /// Socket kind for every node and consumer.
+    pub sockets: Sockets,
+    /// Consumers of the topology not to start (a test starts them itself, later).
+    pub skip_consumers: Vec<String>,
 }
 
 /// Starts origin, every relay and every consumer of `topo`. Relays start parents-first,
@@ -239,22 +352,48 @@ pub fn start_network(
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
 ) -> Result<Network> {
+    start_network_with(topo, certs, clock, shutdown, &NetOptions::default())
+}
+
+/// [`start_network`] with options.
+pub fn start_network_with(
+    topo: &Topology,
+    certs: &Certs,
+    clock: Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+    opts: &NetOptions,
+) -> Result<Network> {
     let tasks = TaskTracker::new();
-    let (origin, origin_stats) = start_origin(topo, certs, clock.clone(), &tasks, shutdown)?;
+    let sockets = &opts.sockets;
+    let (origin, origin_stats) =
+        start_origin_with(topo, certs, clock.clone(), &tasks, shutdown, sockets)?;
     let mut relays = Vec::new();
     for r in &topo.relays {
         relays.push((
             r.name.clone(),
-            start_relay(topo, &r.name, certs, clock.clone(), &tasks, shutdown)?,
+            start_relay_with(
+                topo,
+                &r.name,
+                certs,
+                clock.clone(),
+                &tasks,
+                shutdown,
+                sockets,
+            )?,
         ));
     }
     let mut consumers = Vec::new();
     for c in &topo.consumers {
+        if opts.skip_consumers.contains(&c.name) {
+            continue;
+        }
+        let cfg = consumer_config(topo, c)?;
         consumers.push((
             c.clone(),
-            start_consumer(topo, c, certs, clock.clone(), &tasks, shutdown)?,
+            start_consumer_with(cfg, certs, clock.clone(), &tasks, shutdown, sockets)?,
         ));
     }
+    // Closing only lets `wait` finish once tasks end; later spawns (late consumers) still work.
     tasks.close();
     Ok(Network {
         origin,

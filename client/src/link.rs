@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use quinn::{Connection, Endpoint};
 use tickcast_proto::codec::{
     self, ChannelHead, Control, Datagram, Frame, Hello, PROTOCOL_VERSION, Role, Subscribe, Welcome,
@@ -256,33 +257,13 @@ async fn session(
     let dead = cfg.dead_interval();
     let mut deadline = TokioInstant::now() + dead;
     let end = loop {
+        // Order matters: commands (NACKs) are rare and must never starve behind a steady
+        // datagram flow; the dead-peer timer comes last and double-checks for arrivals.
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 conn.close(tickcast_transport::CLOSE_OK, b"shutdown");
                 break End::Shutdown;
-            }
-            d = conn.read_datagram() => {
-                let raw = match d {
-                    Ok(raw) => raw,
-                    Err(e) => break End::Failed(format!("connection lost: {e}")),
-                };
-                deadline = TokioInstant::now() + dead;
-                let msg = match codec::decode_datagram(raw.clone()) {
-                    Ok(Datagram::Ticks(ticks)) => Inbound::Datagram { raw, ticks },
-                    Ok(Datagram::Control(Control::Heartbeat { heads })) => Inbound::Heads(heads),
-                    Ok(Datagram::Control(other)) => {
-                        conn.close(tickcast_transport::CLOSE_PROTOCOL, b"unexpected control datagram");
-                        break End::Failed(format!("protocol violation: unexpected datagram {other:?}"));
-                    }
-                    Err(e) => {
-                        conn.close(tickcast_transport::CLOSE_PROTOCOL, e.to_string().as_bytes());
-                        break End::Failed(format!("protocol violation: {e}"));
-                    }
-                };
-                if tx.send(msg).await.is_err() {
-                    break End::OwnerGone;
-                }
             }
             cmd = cmds.recv() => match cmd {
                 None => break End::OwnerGone,
@@ -299,7 +280,22 @@ async fn session(
             Some(reason) = end_rx.recv() => {
                 break End::Failed(reason);
             }
+            d = conn.read_datagram() => {
+                deadline = TokioInstant::now() + dead;
+                if let Err(end) = on_datagram(&conn, d, tx).await {
+                    break end;
+                }
+            }
             _ = sleep_until(deadline) => {
+                // This task may itself have been slow (a busy owner, a loaded machine): a
+                // datagram already waiting means the upstream is alive.
+                if let Some(d) = conn.read_datagram().now_or_never() {
+                    deadline = TokioInstant::now() + dead;
+                    if let Err(end) = on_datagram(&conn, d, tx).await {
+                        break end;
+                    }
+                    continue;
+                }
                 conn.close(tickcast_transport::CLOSE_OK, b"heartbeat timeout");
                 break End::Failed(format!("no heartbeat from {} for {:?}", up.name, dead));
             }
@@ -309,6 +305,33 @@ async fn session(
         r.abort();
     }
     (end, true)
+}
+
+/// Decodes one datagram and passes it on; an `Err` ends the session.
+async fn on_datagram(
+    conn: &Connection,
+    d: Result<Bytes, quinn::ConnectionError>,
+    tx: &mpsc::Sender<Inbound>,
+) -> Result<(), End> {
+    let raw = d.map_err(|e| End::Failed(format!("connection lost: {e}")))?;
+    let msg = match codec::decode_datagram(raw.clone()) {
+        Ok(Datagram::Ticks(ticks)) => Inbound::Datagram { raw, ticks },
+        Ok(Datagram::Control(Control::Heartbeat { heads })) => Inbound::Heads(heads),
+        Ok(Datagram::Control(other)) => {
+            conn.close(
+                tickcast_transport::CLOSE_PROTOCOL,
+                b"unexpected control datagram",
+            );
+            return Err(End::Failed(format!(
+                "protocol violation: unexpected datagram {other:?}"
+            )));
+        }
+        Err(e) => {
+            conn.close(tickcast_transport::CLOSE_PROTOCOL, e.to_string().as_bytes());
+            return Err(End::Failed(format!("protocol violation: {e}")));
+        }
+    };
+    tx.send(msg).await.map_err(|_| End::OwnerGone)
 }
 
 /// Reads server → subscriber frames on the control stream.

@@ -266,6 +266,8 @@ impl Client {
                             }
                         }
                     }
+                    // A steady inbound flow must not starve NACKs: send those due now.
+                    send_due_nacks(clock.now(), &mut chans, &stats, &cmds);
                     for ev in pending.drain(..) {
                         if events.send(ev).await.is_err() {
                             return;
@@ -273,15 +275,27 @@ impl Client {
                     }
                 }
                 _ = sleep_until(nack_at), if next_nack.is_some() => {
-                    let now = clock.now();
-                    for (c, r) in chans.iter_mut() {
-                        while let Some(ranges) = r.tracker().poll_nack(now) {
-                            stats.nack_ranges.fetch_add(ranges.len() as u64, Relaxed);
-                            let _ = cmds.send(LinkCmd::Send(Control::Nack { channel: *c, ranges }));
-                        }
-                    }
+                    send_due_nacks(clock.now(), &mut chans, &stats, &cmds);
                 }
             }
+        }
+    }
+}
+
+/// Sends every NACK that is due.
+fn send_due_nacks(
+    now: std::time::Instant,
+    chans: &mut BTreeMap<ChannelId, Reassembler>,
+    stats: &ClientStats,
+    cmds: &tokio::sync::mpsc::UnboundedSender<LinkCmd>,
+) {
+    for (c, r) in chans.iter_mut() {
+        while let Some(ranges) = r.tracker().poll_nack(now) {
+            stats.nack_ranges.fetch_add(ranges.len() as u64, Relaxed);
+            let _ = cmds.send(LinkCmd::Send(Control::Nack {
+                channel: *c,
+                ranges,
+            }));
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Every example block of the doc is copied below as a constant. Each is decoded with the
 //! public functions of `tickcast_proto::codec`, compared with the value the doc describes,
-//! and re-encoded byte for byte. [`doc_hex_blocks_match_vectors`] reads the doc itself at
-//! test time and checks that its blocks and these constants are the same bytes, so the doc
-//! and the code cannot drift apart.
+//! and re-encoded byte for byte. [`doc_hex_blocks_match_vectors`] reads the doc itself
+//! (compiled in with `include_str!`) and checks that its blocks and these constants are the
+//! same bytes, in the same order, so the doc and the code cannot drift apart.
 //!
 //! Hex notation (as in the doc): `#` starts a comment running to the end of the line; the
 //! rest is whitespace-separated bytes of two hex digits each. Vector names say how to read

@@ -18,7 +18,7 @@ use tickcast_proto::gap::{Arrival, GapTracker};
 use tickcast_proto::ring::{Insert, Ring};
 use tickcast_proto::{ChannelId, Clock, Seq, SeqRange, Tick};
 use tokio::sync::mpsc;
-use tokio::time::{Instant as TokioInstant, MissedTickBehavior, sleep_until};
+use tokio::time::{Instant as TokioInstant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -160,9 +160,24 @@ impl Hub {
         if let Some(LinkHandle { cmds, .. }) = &link {
             self.upstream = Some(cmds.clone());
         }
-        let mut heartbeat = tokio::time::interval(self.cfg.heartbeat);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_heartbeat = TokioInstant::now();
         loop {
+            // Timers are checked after every input as well as by their own branches, so a
+            // busy input can never starve heartbeats or NACKs.
+            let now = TokioInstant::now();
+            if now >= next_heartbeat {
+                self.send_heartbeats();
+                next_heartbeat = now + self.cfg.heartbeat;
+            }
+            if self
+                .chans
+                .values()
+                .filter_map(|c| c.tracker.poll_timeout())
+                .min()
+                .is_some_and(|d| d <= now.into_std())
+            {
+                self.send_nacks();
+            }
             let nack_due = self
                 .chans
                 .values()
@@ -171,8 +186,8 @@ impl Hub {
             let nack_at = nack_due
                 .map(TokioInstant::from_std)
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            // Unbiased: children's requests and the tick flow take turns; neither starves.
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => break,
                 m = hub_rx.recv() => {
                     let Some(m) = m else { break };
@@ -203,8 +218,8 @@ impl Hub {
                     self.flush_batches();
                     self.update_resume();
                 }
-                _ = heartbeat.tick() => self.send_heartbeats(),
-                _ = sleep_until(nack_at), if nack_due.is_some() => self.send_nacks(),
+                _ = sleep_until(next_heartbeat) => {}
+                _ = sleep_until(nack_at), if nack_due.is_some() => {}
             }
         }
         for c in self.children.values() {

@@ -61,6 +61,14 @@ pub fn two_tier(
 /// loaded 2-core machines; a pass is usually much faster.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
+/// [`PATIENCE`], or `TICKCAST_TEST_PATIENCE_S` seconds when set (for debugging).
+pub fn patience() -> Duration {
+    std::env::var("TICKCAST_TEST_PATIENCE_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(PATIENCE, Duration::from_secs)
+}
+
 /// Installs a tracing subscriber honouring `RUST_LOG` (once per test binary).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -69,4 +77,117 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// Waits (bounded by [`PATIENCE`]) until every relay of the network has an upstream
+/// session, so ticks published afterwards flow through the whole tree.
+pub async fn wait_relays_connected(net: &tickcast::net::Network) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        let waiting: Vec<&str> = net
+            .relays
+            .iter()
+            .filter(|(_, s)| s.upstream_connects.load(Relaxed) == 0)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relays never connected upstream: {waiting:?}"
+        );
+        // Polling a condition with a deadline (not sleeping in place of synchronisation).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Drains a subscription into a tally until `want` seqs (delivered + lost) have been seen
+/// after it connected, or [`PATIENCE`] runs out. Signals `ready` on the first `Connected`.
+pub async fn drain(
+    mut sub: tickcast_client::Subscription,
+    want: u64,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> tickcast::tally::Tally {
+    let mut tally = tickcast::tally::Tally::default();
+    let deadline = tokio::time::Instant::now() + patience();
+    let mut signalled = false;
+    while tally.delivered + tally.lost < want {
+        let ev = match tokio::time::timeout_at(deadline, sub.recv()).await {
+            Ok(Some(ev)) => ev,
+            _ => break,
+        };
+        if !signalled && matches!(ev, tickcast_client::Event::Connected { .. }) {
+            signalled = true;
+            let _ = ready.send(()).await;
+        }
+        tally.on_event(&ev, 0, |_| 0);
+    }
+    tally
+}
+
+/// Spawns a drain task per consumer; returns them once all are subscribed.
+pub async fn drain_all(
+    consumers: Vec<(
+        tickcast_proto::topology::ConsumerSpec,
+        tickcast_client::Subscription,
+    )>,
+    want: u64,
+) -> Vec<(String, tokio::task::JoinHandle<tickcast::tally::Tally>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(consumers.len().max(1));
+    let n = consumers.len();
+    let tasks: Vec<_> = consumers
+        .into_iter()
+        .map(|(spec, sub)| (spec.name, tokio::spawn(drain(sub, want, tx.clone()))))
+        .collect();
+    for i in 0..n {
+        tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {i} of {n} consumers subscribed within {PATIENCE:?}"));
+    }
+    tasks
+}
+
+/// Awaits the drain tasks and fails, naming each consumer, unless every one received
+/// exactly `n` ticks once and in order with nothing lost.
+pub async fn assert_all_received(
+    tasks: Vec<(String, tokio::task::JoinHandle<tickcast::tally::Tally>)>,
+    n: u64,
+) -> Vec<tickcast::tally::Tally> {
+    let mut bad = Vec::new();
+    let mut out = Vec::new();
+    for (name, h) in tasks {
+        let t = h.await.expect("drain task");
+        if !(t.clean() && t.delivered == n) {
+            bad.push(format!(
+                "{name}: delivered {} of {n}, lost {}, dup {}, out-of-order {}, first lost {:?}",
+                t.delivered,
+                t.lost,
+                t.duplicates,
+                t.out_of_order,
+                t.lost_ranges.first()
+            ));
+        }
+        out.push(t);
+    }
+    assert!(
+        bad.is_empty(),
+        "consumers did not get every tick once, in order:\n{}",
+        bad.join("\n")
+    );
+    out
+}
+
+/// Publishes `n` small ticks on channel 1, yielding to the runtime every `chunk` ticks.
+pub async fn publish_n(origin: &tickcast_origin::OriginHandle, first_index: u64, n: u64) {
+    for i in first_index..first_index + n {
+        origin
+            .publish(1, bytes::Bytes::from(format!("tick {i}").into_bytes()))
+            .await
+            .expect("publish");
+        if i % 64 == 63 {
+            tokio::task::yield_now().await;
+        }
+    }
 }

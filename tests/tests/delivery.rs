@@ -1,83 +1,28 @@
 //! End to end over real QUIC on loopback: origin → two tiers of relays → consumers.
+//! Every consumer must receive every tick exactly once, in order.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tickcast::net::{Certs, start_network};
-use tickcast::tally::Tally;
-use tickcast_client::Event;
-use tickcast_tests::{PATIENCE, init_tracing, two_tier};
+use tickcast::net::{Certs, NetOptions, Sockets, start_network, start_network_with};
+use tickcast_tests::{
+    assert_all_received, drain_all, init_tracing, publish_n, two_tier, wait_relays_connected,
+};
 use tickcast_transport::TokioClock;
 use tokio_util::sync::CancellationToken;
 
-/// Publishes `n` ticks into the network while every consumer drains; returns the tallies.
-async fn run_feed(net: tickcast::net::Network, n: u64, per_ms: u64) -> Vec<(String, Tally)> {
-    let mut handles = Vec::new();
-    for (spec, mut sub) in net.consumers {
-        handles.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            // Wait until subscribed before the feed starts (first Connected event).
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            while tally.delivered + tally.lost < n {
-                let ev = match tokio::time::timeout_at(deadline, sub.recv()).await {
-                    Ok(Some(ev)) => ev,
-                    Ok(None) => break,
-                    Err(_) => break,
-                };
-                tally.on_event(&ev, 0, |_| 0);
-                if let Event::Connected { .. } = ev {
-                    continue;
-                }
-            }
-            (spec.name, tally)
-        }));
-    }
-    // Let every consumer subscribe before publishing: seqs before a consumer's join are
-    // not its to receive.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    for i in 0..n {
-        net.origin
-            .publish(1, Bytes::from(format!("tick {i}").into_bytes()))
-            .await
-            .expect("publish");
-        if per_ms > 0 && i % per_ms == per_ms - 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.expect("consumer task"));
-    }
-    out
-}
-
-fn assert_all_clean(tallies: &[(String, Tally)], n: u64) {
-    let bad: Vec<String> = tallies
-        .iter()
-        .filter(|(_, t)| !(t.clean() && t.delivered == n))
-        .map(|(name, t)| {
-            format!(
-                "{name}: delivered {} of {n}, lost {}, dup {}, out-of-order {}, first {:?}",
-                t.delivered,
-                t.lost,
-                t.duplicates,
-                t.out_of_order,
-                t.lost_ranges.first()
-            )
-        })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "consumers missing ticks:\n{}",
-        bad.join("\n")
-    );
+async fn stop(shutdown: CancellationToken, net_tasks: tokio_util::task::TaskTracker) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), net_tasks.wait())
+        .await
+        .expect("every node stops within 30 s of shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_thousand_ticks_reach_ten_consumers_through_two_tiers() {
+async fn hundred_thousand_ticks_reach_every_consumer_through_two_tiers() {
     init_tracing();
-    let topo = two_tier(2, 2, 3, 200_000, ""); // 12 consumers
+    let topo = two_tier(2, 2, 3, 200_000, ""); // 4 regional relays, 12 consumers
     let shutdown = CancellationToken::new();
     let net = start_network(
         &topo,
@@ -86,13 +31,65 @@ async fn hundred_thousand_ticks_reach_ten_consumers_through_two_tiers() {
         &shutdown,
     )
     .unwrap();
-    let tasks = net.tasks.clone();
+    wait_relays_connected(&net).await;
     let n = 100_000;
-    let tallies = run_feed(net, n, 50).await;
+    let drains = drain_all(net.consumers, n).await;
+    publish_n(&net.origin, 0, n).await;
+    let tallies = assert_all_received(drains, n).await;
     assert_eq!(tallies.len(), 12);
-    assert_all_clean(&tallies, n);
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), tasks.wait())
-        .await
-        .expect("clean shutdown");
+    stop(shutdown, net.tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_percent_loss_at_every_hop_is_repaired_by_nack() {
+    init_tracing();
+    let topo = two_tier(2, 2, 3, 200_000, "");
+    let shutdown = CancellationToken::new();
+    let sockets = Sockets::Lossy {
+        loss: 0.05,
+        seed: 7,
+        stats: Default::default(),
+    };
+    let opts = NetOptions {
+        sockets: sockets.clone(),
+        ..Default::default()
+    };
+    let net = start_network_with(
+        &topo,
+        &Certs::ephemeral().unwrap(),
+        Arc::new(TokioClock::new()),
+        &shutdown,
+        &opts,
+    )
+    .unwrap();
+    wait_relays_connected(&net).await;
+    let n = 100_000;
+    let drains = drain_all(net.consumers, n).await;
+    publish_n(&net.origin, 0, n).await;
+    assert_all_received(drains, n).await;
+    // The loss was real, and NACK repair is what made up for it at every tier.
+    assert!(
+        sockets.dropped() > 1000,
+        "only {} packets dropped",
+        sockets.dropped()
+    );
+    let repaired_by_relays: u64 = net
+        .relays
+        .iter()
+        .map(|(_, s)| s.repaired_out.load(Relaxed))
+        .sum();
+    let nacks_up: u64 = net
+        .relays
+        .iter()
+        .map(|(_, s)| s.nacks_up.load(Relaxed))
+        .sum();
+    assert!(
+        net.origin_stats.repaired_out.load(Relaxed) > 0,
+        "origin answered no NACK"
+    );
+    assert!(
+        repaired_by_relays > 0 && nacks_up > 0,
+        "relays repaired {repaired_by_relays}, nacked {nacks_up}"
+    );
+    stop(shutdown, net.tasks).await;
 }
