@@ -217,6 +217,22 @@ pub fn decode_control(body: &[u8]) -> Result<Control, CodecError> {
     if used != body.len() {
         return Err(CodecError::Trailing(body.len() - used));
     }
+    // Ranges are part of the message's validity: an inverted or zero-based range is a
+    // malformed message, not something for the state machines to trip over.
+    let bad = |r: &SeqRange| r.first == 0 || r.first > r.last;
+    match &msg {
+        Control::Nack { ranges, .. } if ranges.iter().any(bad) => {
+            return Err(CodecError::Control(
+                "NACK range with first > last or seq 0".into(),
+            ));
+        }
+        Control::Unavailable { range, .. } if bad(range) => {
+            return Err(CodecError::Control(
+                "unavailable range with first > last or seq 0".into(),
+            ));
+        }
+        _ => {}
+    }
     Ok(msg)
 }
 
@@ -590,6 +606,22 @@ mod tests {
             decode_frame(Bytes::from(body)),
             Err(CodecError::Trailing(1))
         );
+        // Inverted and zero ranges are malformed.
+        for r in [
+            SeqRange { first: 10, last: 5 },
+            SeqRange { first: 0, last: 5 },
+        ] {
+            let nack = encode_control(&Control::Nack {
+                channel: 1,
+                ranges: vec![r],
+            });
+            assert!(decode_control(&nack).is_err());
+            let un = encode_control(&Control::Unavailable {
+                channel: 1,
+                range: r,
+            });
+            assert!(decode_control(&un).is_err());
+        }
         assert!(check_frame_len(0).is_err());
         assert!(check_frame_len(u32::MAX).is_err());
         // A hostile string length inside a Hello must not allocate or panic.
