@@ -145,7 +145,7 @@ pub fn authorize(topo: &Topology, node: &str) -> Authorize {
         match (role, known) {
             (Role::Consumer, Some(PeerRole::Consumer)) => {
                 let c = topo.consumer(peer).expect("consumer");
-                if c.relays.iter().any(|r| *r == node) {
+                if c.relays.contains(&node) {
                     Ok(())
                 } else {
                     Err(format!(
@@ -154,7 +154,7 @@ pub fn authorize(topo: &Topology, node: &str) -> Authorize {
                 }
             }
             (Role::Relay, Some(PeerRole::Relay)) => {
-                if topo.upstream_candidates(peer).iter().any(|u| *u == node) {
+                if topo.upstream_candidates(peer).contains(&node) {
                     Ok(())
                 } else {
                     Err(format!("relay {peer:?} is not a child of {node:?}"))

@@ -63,7 +63,7 @@ pub struct Hub {
 fn tick_frames(ticks: &[Tick]) -> Vec<Bytes> {
     ticks
         .iter()
-        .flat_map(|t| codec::encode_tick_frame(t))
+        .flat_map(codec::encode_tick_frame)
         .collect()
 }
 
