@@ -111,6 +111,26 @@ pub enum LinkCmd {
 /// Supplies the subscriptions for each `Hello` (resume points change as ticks arrive).
 pub type ResumeFn = Arc<dyn Fn() -> Vec<Subscribe> + Send + Sync>;
 
+/// Resume points an owner updates as ticks arrive: per channel, the first seq still
+/// wanted (`None`: start at the live head).
+pub type ResumePoints =
+    Arc<std::sync::Mutex<std::collections::BTreeMap<ChannelId, Option<tickcast_proto::Seq>>>>;
+
+/// A [`ResumeFn`] reading shared [`ResumePoints`].
+pub fn resume_from_points(points: ResumePoints) -> ResumeFn {
+    Arc::new(move || {
+        points
+            .lock()
+            .expect("resume lock")
+            .iter()
+            .map(|(&channel, &resume_from)| Subscribe {
+                channel,
+                resume_from,
+            })
+            .collect()
+    })
+}
+
 /// Handle an owner keeps: the receiving end of inbound messages and the command sender.
 pub struct LinkHandle {
     /// Messages from the upstream.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use quinn::Endpoint;
-use tickcast_proto::codec::{Control, Role, Subscribe};
+use tickcast_proto::codec::{Control, Role};
 use tickcast_proto::gap::{Delivery, GapConfig, Reassembler};
 use tickcast_proto::{ChannelId, Clock, Seq, SeqRange, Tick};
 use tokio::sync::mpsc;
@@ -19,7 +19,9 @@ use tokio::time::{Instant as TokioInstant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::link::{Inbound, LinkCmd, LinkConfig, LinkHandle, Upstream, spawn_link};
+use crate::link::{
+    Inbound, LinkCmd, LinkConfig, LinkHandle, Upstream, resume_from_points, spawn_link,
+};
 
 /// What a consumer application receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,17 +212,7 @@ impl Client {
                 .map(|c| (*c, cfg.resume_from.get(c).copied()))
                 .collect(),
         ));
-        let rp = resume_points.clone();
-        let resume = Arc::new(move || {
-            rp.lock()
-                .expect("resume lock")
-                .iter()
-                .map(|(&channel, &resume_from)| Subscribe {
-                    channel,
-                    resume_from,
-                })
-                .collect()
-        });
+        let resume = resume_from_points(resume_points.clone());
         let link_shutdown = shutdown.child_token();
         let LinkHandle { mut inbound, cmds } = spawn_link(
             cfg.link_config(Role::Consumer),

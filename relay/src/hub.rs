@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn::{Endpoint, SendDatagramError};
-use tickcast_client::link::{Inbound, LinkCmd, LinkConfig, LinkHandle, ResumeFn, spawn_link};
+use tickcast_client::link::{
+    Inbound, LinkCmd, LinkConfig, LinkHandle, ResumePoints, resume_from_points, spawn_link,
+};
 use tickcast_proto::codec::{
     self, ChannelHead, ChannelState, Control, DatagramBuilder, Role, Subscribe, Welcome,
 };
@@ -57,14 +59,11 @@ pub struct Hub {
     /// Whether the tick source is the local sequencer (then nothing is upstream).
     local: bool,
     /// Resume points the link reads at each (re)connect to the parent.
-    resume: Arc<Mutex<BTreeMap<ChannelId, Option<Seq>>>>,
+    resume: ResumePoints,
 }
 
 fn tick_frames(ticks: &[Tick]) -> Vec<Bytes> {
-    ticks
-        .iter()
-        .flat_map(codec::encode_tick_frame)
-        .collect()
+    ticks.iter().flat_map(codec::encode_tick_frame).collect()
 }
 
 impl Hub {
@@ -125,20 +124,9 @@ impl Hub {
             }
             Source::Parent(upstreams) => {
                 let link_shutdown = shutdown.child_token();
-                let points = self.resume.clone();
                 // Each channel resumes at the first seq this node still lacks, so a failover
                 // loses nothing the new parent holds.
-                let resume: ResumeFn = Arc::new(move || {
-                    points
-                        .lock()
-                        .expect("resume lock")
-                        .iter()
-                        .map(|(&channel, &resume_from)| Subscribe {
-                            channel,
-                            resume_from,
-                        })
-                        .collect()
-                });
+                let resume = resume_from_points(self.resume.clone());
                 let handle = spawn_link(
                     LinkConfig {
                         name: self.cfg.name.clone(),
@@ -401,12 +389,7 @@ impl Hub {
                 true
             }
         });
-        let broadcast: Vec<u64> = self
-            .children
-            .iter()
-            .filter(|(_, c)| c.hello.subscriptions.iter().any(|s| s.channel == channel))
-            .map(|(id, _)| *id)
-            .collect();
+        let broadcast = self.subscribers(channel);
         for r in lost {
             let frame = codec::encode_control_frame(&Control::Unavailable { channel, range: r });
             for id in &broadcast {
@@ -498,14 +481,17 @@ impl Hub {
         }
     }
 
-    fn fan_out_stream(&mut self, channel: ChannelId, t: Tick) {
-        let ids: Vec<u64> = self
-            .children
+    /// Ids of the children subscribed to `channel`.
+    fn subscribers(&self, channel: ChannelId) -> Vec<u64> {
+        self.children
             .iter()
             .filter(|(_, c)| c.hello.subscriptions.iter().any(|s| s.channel == channel))
             .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+            .collect()
+    }
+
+    fn fan_out_stream(&mut self, channel: ChannelId, t: Tick) {
+        for id in self.subscribers(channel) {
             self.send_to(id, Out::Uni(t.clone()));
         }
     }
