@@ -1,6 +1,4 @@
-//! The `tickcast` command's library half: building nodes from a topology ([`net`]) and
-//! checking what consumers receive ([`tally`]). The binary, the end-to-end tests and the
-//! benchmark all start networks through here, so they run the same wiring.
+//! The `tickcast` command's library half. The wiring lives in `tickcast-node` so that netsim
+//! can run the very same nodes; it is re-exported here under its old paths.
 
-pub mod net;
-pub mod tally;
+pub use tickcast_node::{net, tally};
