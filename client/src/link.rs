@@ -131,27 +131,94 @@ pub fn resume_from_points(points: ResumePoints) -> ResumeFn {
     })
 }
 
-/// Handle an owner keeps: the receiving end of inbound messages and the command sender.
-pub struct LinkHandle {
-    /// Messages from the upstream.
-    pub inbound: mpsc::Receiver<Inbound>,
-    /// Commands to the link.
-    pub cmds: mpsc::UnboundedSender<LinkCmd>,
+/// An owner's end of one or more links ("feeds") sharing one inbound queue. With two
+/// feeds (A/B), the owner keeps whichever copy of a seq arrives first.
+pub struct Feeds {
+    /// Messages from every feed, tagged with the feed index.
+    pub inbound: mpsc::Receiver<(usize, Inbound)>,
+    /// Commands to the feeds.
+    pub cmds: FeedCmds,
 }
 
-/// Starts a link task; it runs until `shutdown` is cancelled or the handle is dropped.
-pub fn spawn_link(
-    cfg: LinkConfig,
-    endpoint: Endpoint,
-    resume: ResumeFn,
-    capacity: usize,
-    shutdown: CancellationToken,
-) -> LinkHandle {
-    let (tx, inbound) = mpsc::channel(capacity);
-    // Commands are few (NACK batches, reconnect requests) and must never block the owner.
-    let (cmds, cmd_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run_link(cfg, endpoint, resume, tx, cmd_rx, shutdown));
-    LinkHandle { inbound, cmds }
+/// The command side of [`Feeds`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FeedCmds(Vec<mpsc::UnboundedSender<LinkCmd>>);
+
+impl Feeds {
+    /// Starts one link task per configuration; they run until `shutdown` is cancelled or
+    /// this handle is dropped.
+    pub fn spawn(
+        cfgs: Vec<LinkConfig>,
+        endpoint: Endpoint,
+        resume: ResumeFn,
+        capacity: usize,
+        shutdown: CancellationToken,
+    ) -> Feeds {
+        let (tx, inbound) = mpsc::channel(capacity);
+        let cmds = cfgs
+            .into_iter()
+            .enumerate()
+            .map(|(i, cfg)| {
+                // Commands are few (NACK batches, reconnects) and must never block the owner.
+                let (cmds, cmd_rx) = mpsc::unbounded_channel();
+                tokio::spawn(run_link(
+                    i,
+                    cfg,
+                    endpoint.clone(),
+                    resume.clone(),
+                    tx.clone(),
+                    cmd_rx,
+                    shutdown.clone(),
+                ));
+                cmds
+            })
+            .collect();
+        Feeds {
+            inbound,
+            cmds: FeedCmds(cmds),
+        }
+    }
+}
+
+impl FeedCmds {
+    /// Number of feeds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no feeds.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sends a control message on every feed's current session (a NACK goes to both A and
+    /// B: the first answer wins, the other is dropped as a duplicate).
+    pub fn send_all(&self, msg: Control) {
+        for c in &self.0 {
+            let _ = c.send(LinkCmd::Send(msg.clone()));
+        }
+    }
+
+    /// Sends a control message on one feed.
+    pub fn send_to(&self, feed: usize, msg: Control) {
+        if let Some(c) = self.0.get(feed) {
+            let _ = c.send(LinkCmd::Send(msg));
+        }
+    }
+
+    /// Drops one feed's session and moves it to its next candidate.
+    pub fn reconnect(&self, feed: usize, reason: String) {
+        if let Some(c) = self.0.get(feed) {
+            let _ = c.send(LinkCmd::Reconnect(reason));
+        }
+    }
+
+    /// Drops every feed's session.
+    pub fn reconnect_all(&self, reason: &str) {
+        for i in 0..self.0.len() {
+            self.reconnect(i, reason.to_string());
+        }
+    }
 }
 
 /// Why a session ended.
@@ -162,10 +229,11 @@ enum End {
 }
 
 async fn run_link(
+    feed: usize,
     cfg: LinkConfig,
     endpoint: Endpoint,
     resume: ResumeFn,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::Sender<(usize, Inbound)>,
     mut cmds: mpsc::UnboundedReceiver<LinkCmd>,
     shutdown: CancellationToken,
 ) {
@@ -176,8 +244,10 @@ async fn run_link(
             return;
         }
         let up = cfg.upstreams[idx % cfg.upstreams.len()].clone();
-        let (end, was_connected) =
-            session(&cfg, &endpoint, &resume, &up, &tx, &mut cmds, &shutdown).await;
+        let (end, was_connected) = session(
+            feed, &cfg, &endpoint, &resume, &up, &tx, &mut cmds, &shutdown,
+        )
+        .await;
         let reason = match end {
             End::Shutdown | End::OwnerGone => return,
             End::Failed(reason) => reason,
@@ -190,10 +260,13 @@ async fn run_link(
             debug!(link = %cfg.name, upstream = %up.name, %reason, "connect failed");
         }
         if tx
-            .send(Inbound::Disconnected {
-                upstream: up.name.clone(),
-                reason,
-            })
+            .send((
+                feed,
+                Inbound::Disconnected {
+                    upstream: up.name.clone(),
+                    reason,
+                },
+            ))
             .await
             .is_err()
         {
@@ -213,11 +286,12 @@ async fn run_link(
 
 #[allow(clippy::too_many_arguments)]
 async fn session(
+    feed: usize,
     cfg: &LinkConfig,
     endpoint: &Endpoint,
     resume: &ResumeFn,
     up: &Upstream,
-    tx: &mpsc::Sender<Inbound>,
+    tx: &mpsc::Sender<(usize, Inbound)>,
     cmds: &mut mpsc::UnboundedReceiver<LinkCmd>,
     shutdown: &CancellationToken,
 ) -> (End, bool) {
@@ -256,12 +330,18 @@ async fn session(
         },
     };
     info!(link = %cfg.name, upstream = %up.name, addr = %up.addr, "subscribed");
+    // Commands queued while no session was up are stale: the owner re-asks for every
+    // open gap when it sees `Connected`.
+    while cmds.try_recv().is_ok() {}
     if tx
-        .send(Inbound::Connected {
-            upstream: up.name.clone(),
-            welcome,
-            rtt: conn.rtt(),
-        })
+        .send((
+            feed,
+            Inbound::Connected {
+                upstream: up.name.clone(),
+                welcome,
+                rtt: conn.rtt(),
+            },
+        ))
         .await
         .is_err()
     {
@@ -271,8 +351,8 @@ async fn session(
     // Stream readers run as tasks (reads are not cancel-safe); they report their end here.
     let (end_tx, mut end_rx) = mpsc::channel::<String>(4);
     let readers = [
-        tokio::spawn(control_reader(recv, tx.clone(), end_tx.clone())),
-        tokio::spawn(uni_acceptor(conn.clone(), tx.clone(), end_tx)),
+        tokio::spawn(control_reader(feed, recv, tx.clone(), end_tx.clone())),
+        tokio::spawn(uni_acceptor(feed, conn.clone(), tx.clone(), end_tx)),
     ];
     let dead = cfg.dead_interval();
     let mut deadline = TokioInstant::now() + dead;
@@ -302,7 +382,7 @@ async fn session(
             }
             d = conn.read_datagram() => {
                 deadline = TokioInstant::now() + dead;
-                if let Err(end) = on_datagram(&conn, d, tx).await {
+                if let Err(end) = on_datagram(feed, &conn, d, tx).await {
                     break end;
                 }
             }
@@ -311,7 +391,7 @@ async fn session(
                 // datagram already waiting means the upstream is alive.
                 if let Some(d) = conn.read_datagram().now_or_never() {
                     deadline = TokioInstant::now() + dead;
-                    if let Err(end) = on_datagram(&conn, d, tx).await {
+                    if let Err(end) = on_datagram(feed, &conn, d, tx).await {
                         break end;
                     }
                     continue;
@@ -329,9 +409,10 @@ async fn session(
 
 /// Decodes one datagram and passes it on; an `Err` ends the session.
 async fn on_datagram(
+    feed: usize,
     conn: &Connection,
     d: Result<Bytes, quinn::ConnectionError>,
-    tx: &mpsc::Sender<Inbound>,
+    tx: &mpsc::Sender<(usize, Inbound)>,
 ) -> Result<(), End> {
     let raw = d.map_err(|e| End::Failed(format!("connection lost: {e}")))?;
     let msg = match codec::decode_datagram(raw.clone()) {
@@ -351,13 +432,14 @@ async fn on_datagram(
             return Err(End::Failed(format!("protocol violation: {e}")));
         }
     };
-    tx.send(msg).await.map_err(|_| End::OwnerGone)
+    tx.send((feed, msg)).await.map_err(|_| End::OwnerGone)
 }
 
 /// Reads server → subscriber frames on the control stream.
 async fn control_reader(
+    feed: usize,
     mut recv: quinn::RecvStream,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::Sender<(usize, Inbound)>,
     end: mpsc::Sender<String>,
 ) {
     let reason = loop {
@@ -371,7 +453,7 @@ async fn control_reader(
             Err(FrameError::Finished) => break "control stream finished".to_string(),
             Err(e) => break e.to_string(),
         };
-        if tx.send(msg).await.is_err() {
+        if tx.send((feed, msg)).await.is_err() {
             return;
         }
     };
@@ -379,7 +461,12 @@ async fn control_reader(
 }
 
 /// Accepts the server's unidirectional streams, each carrying one large live tick.
-async fn uni_acceptor(conn: Connection, tx: mpsc::Sender<Inbound>, end: mpsc::Sender<String>) {
+async fn uni_acceptor(
+    feed: usize,
+    conn: Connection,
+    tx: mpsc::Sender<(usize, Inbound)>,
+    end: mpsc::Sender<String>,
+) {
     loop {
         let mut recv = match conn.accept_uni().await {
             Ok(r) => r,
@@ -393,7 +480,7 @@ async fn uni_acceptor(conn: Connection, tx: mpsc::Sender<Inbound>, end: mpsc::Se
         tokio::spawn(async move {
             match read_frame(&mut recv).await {
                 Ok(Frame::Tick(t)) => {
-                    let _ = tx.send(Inbound::StreamTick(t)).await;
+                    let _ = tx.send((feed, Inbound::StreamTick(t))).await;
                 }
                 Ok(other) => {
                     let _ = end

@@ -19,9 +19,7 @@ use tokio::time::{Instant as TokioInstant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::link::{
-    Inbound, LinkCmd, LinkConfig, LinkHandle, Upstream, resume_from_points, spawn_link,
-};
+use crate::link::{FeedCmds, Feeds, Inbound, LinkConfig, Upstream, resume_from_points};
 
 /// What a consumer application receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +69,12 @@ pub struct ClientConfig {
     pub max_held: usize,
     /// Events buffered for the application before the client stops reading.
     pub event_capacity: usize,
+    /// A/B mode: subscribe through the first two candidates at once and keep whichever
+    /// copy of each seq arrives first; losing either feed costs no stall.
+    pub dual_feed: bool,
+    /// NACKs sent for one gap without an answer before the upstream is treated as failing
+    /// (alive, but not delivering what it announced) and abandoned for the next candidate.
+    pub stall_attempts: u32,
 }
 
 impl ClientConfig {
@@ -90,19 +94,32 @@ impl ClientConfig {
             dead_after: 3,
             max_held: 1_000_000,
             event_capacity: 65_536,
+            dual_feed: false,
+            stall_attempts: 6,
         }
     }
 
-    pub(crate) fn link_config(&self, role: Role) -> LinkConfig {
-        LinkConfig {
-            name: self.name.clone(),
-            role,
-            upstreams: self.upstreams.clone(),
-            heartbeat: self.heartbeat,
-            dead_after: self.dead_after,
-            connect_timeout: Duration::from_secs(2).max(self.heartbeat * self.dead_after * 2),
-            retry_pause: self.heartbeat,
+    /// One link configuration per feed: the candidate list, and in dual-feed mode a second
+    /// list that starts at the second candidate.
+    pub(crate) fn link_configs(&self, role: Role) -> Vec<LinkConfig> {
+        let mut lists = vec![self.upstreams.clone()];
+        if self.dual_feed && self.upstreams.len() >= 2 {
+            let mut b = self.upstreams.clone();
+            b.rotate_left(1);
+            lists.push(b);
         }
+        lists
+            .into_iter()
+            .map(|upstreams| LinkConfig {
+                name: self.name.clone(),
+                role,
+                upstreams,
+                heartbeat: self.heartbeat,
+                dead_after: self.dead_after,
+                connect_timeout: Duration::from_secs(2),
+                retry_pause: self.heartbeat,
+            })
+            .collect()
     }
 }
 
@@ -214,13 +231,14 @@ impl Client {
         ));
         let resume = resume_from_points(resume_points.clone());
         let link_shutdown = shutdown.child_token();
-        let LinkHandle { mut inbound, cmds } = spawn_link(
-            cfg.link_config(Role::Consumer),
+        let feeds = Feeds::spawn(
+            cfg.link_configs(Role::Consumer),
             endpoint,
             resume,
             1024,
             link_shutdown.clone(),
         );
+        let mut feeds = feeds;
         let _stop_link = link_shutdown.drop_guard();
         let mut out: Vec<Delivery> = Vec::new();
         let mut pending: Vec<Event> = Vec::new();
@@ -235,19 +253,19 @@ impl Client {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                msg = inbound.recv() => {
+                msg = feeds.inbound.recv() => {
                     let Some(msg) = msg else { return };
                     let now = clock.now();
                     let mut next = Some(msg);
                     // Drain what is already queued before flushing events (cheap batching).
-                    while let Some(msg) = next.take() {
+                    while let Some((feed, msg)) = next.take() {
                         if let Err(reason) = handle(msg, now, &mut chans, &cfg, &stats, &mut out, &mut pending) {
                             warn!(client = %cfg.name, %reason, "dropping upstream");
-                            let _ = cmds.send(LinkCmd::Reconnect(reason));
+                            feeds.cmds.reconnect(feed, reason);
                         }
                         flush(&mut out, &mut pending, &stats);
                         if pending.len() < 4096 {
-                            next = inbound.try_recv().ok();
+                            next = feeds.inbound.try_recv().ok();
                         }
                     }
                     {
@@ -259,7 +277,7 @@ impl Client {
                         }
                     }
                     // A steady inbound flow must not starve NACKs: send those due now.
-                    send_due_nacks(clock.now(), &mut chans, &stats, &cmds);
+                    send_due_nacks(clock.now(), &mut chans, &cfg, &stats, &feeds.cmds);
                     for ev in pending.drain(..) {
                         if events.send(ev).await.is_err() {
                             return;
@@ -267,27 +285,39 @@ impl Client {
                     }
                 }
                 _ = sleep_until(nack_at), if next_nack.is_some() => {
-                    send_due_nacks(clock.now(), &mut chans, &stats, &cmds);
+                    send_due_nacks(clock.now(), &mut chans, &cfg, &stats, &feeds.cmds);
                 }
             }
         }
     }
 }
 
-/// Sends every NACK that is due.
+/// Sends every NACK that is due (to every feed), and abandons upstreams that keep
+/// announcing ticks without delivering them.
 fn send_due_nacks(
     now: std::time::Instant,
     chans: &mut BTreeMap<ChannelId, Reassembler>,
+    cfg: &ClientConfig,
     stats: &ClientStats,
-    cmds: &tokio::sync::mpsc::UnboundedSender<LinkCmd>,
+    feeds: &FeedCmds,
 ) {
     for (c, r) in chans.iter_mut() {
         while let Some(ranges) = r.tracker().poll_nack(now) {
             stats.nack_ranges.fetch_add(ranges.len() as u64, Relaxed);
-            let _ = cmds.send(LinkCmd::Send(Control::Nack {
+            feeds.send_all(Control::Nack {
                 channel: *c,
                 ranges,
-            }));
+            });
+        }
+    }
+    if chans
+        .values_mut()
+        .any(|r| r.tracker().max_attempts() >= cfg.stall_attempts)
+    {
+        warn!(client = %cfg.name, "upstream announces ticks it does not deliver; switching");
+        feeds.reconnect_all("announced ticks not delivered");
+        for r in chans.values_mut() {
+            r.tracker().renack_all(now);
         }
     }
 }

@@ -154,7 +154,7 @@ pub fn authorize(topo: &Topology, node: &str) -> Authorize {
                 }
             }
             (Role::Relay, Some(PeerRole::Relay)) => {
-                if topo.upstream_candidates(peer).contains(&node) {
+                if feeds_of(&topo, peer).iter().flatten().any(|u| *u == node) {
                     Ok(())
                 } else {
                     Err(format!("relay {peer:?} is not a child of {node:?}"))
@@ -167,6 +167,19 @@ pub fn authorize(topo: &Topology, node: &str) -> Authorize {
             (_, None) => Err(format!("{peer:?} is not in the topology")),
         }
     })
+}
+
+/// The upstream feeds of relay `name`, each a candidate list tried in order. A relay has
+/// one feed: its parent, then the parent's standby. A standby relay has two at once (first
+/// copy wins): its primary, which re-broadcasts to it, and the primary's parent (then that
+/// parent's standby) — so its ring holds what the primary's holds, and it keeps receiving
+/// when the primary dies.
+pub fn feeds_of(topo: &Topology, name: &str) -> Vec<Vec<String>> {
+    let parents = topo.upstream_candidates(name);
+    match topo.primary_of(name) {
+        Some(primary) => vec![vec![primary.to_string()], parents],
+        None => vec![parents],
+    }
 }
 
 /// Gap settings from the topology's `[settings]`.
@@ -220,6 +233,7 @@ pub fn consumer_config(topo: &Topology, spec: &ConsumerSpec) -> Result<ClientCon
     cfg.gap = gap_config(topo);
     cfg.heartbeat = topo.settings.heartbeat;
     cfg.dead_after = topo.settings.dead_after;
+    cfg.dual_feed = spec.dual_feed;
     Ok(cfg)
 }
 
@@ -280,8 +294,11 @@ fn start_relay_with(
     sockets: &Sockets,
 ) -> Result<Arc<RelayStats>> {
     let ep = bind_node_with(topo, name, certs, sockets)?;
-    let ups = upstreams(topo, &topo.upstream_candidates(name))?;
-    let relay = Relay::new(relay_config(topo, name)?, ep, clock, Source::Parent(ups));
+    let feeds = feeds_of(topo, name)
+        .iter()
+        .map(|f| upstreams(topo, f))
+        .collect::<Result<Vec<_>>>()?;
+    let relay = Relay::new(relay_config(topo, name)?, ep, clock, Source::Parents(feeds));
     let s = relay.stats();
     tasks.spawn(relay.run(shutdown.clone()));
     Ok(s)

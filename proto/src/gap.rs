@@ -292,6 +292,12 @@ impl GapTracker {
         }
     }
 
+    /// Most NACKs sent for any one open gap without it being filled (0 when none open).
+    /// A high count means the upstream announces ticks it does not deliver.
+    pub fn max_attempts(&self) -> u32 {
+        self.gaps.values().map(|g| g.attempts).max().unwrap_or(0)
+    }
+
     /// The open gaps, ascending.
     pub fn missing(&self) -> impl Iterator<Item = SeqRange> + '_ {
         self.gaps.iter().map(|(&f, g)| SeqRange::new(f, g.last))
@@ -550,6 +556,7 @@ mod tests {
         assert_eq!(g.poll_nack(t0 + ms(64)), None);
         assert_eq!(g.poll_nack(t0 + ms(65)).unwrap().len(), 3);
         assert_eq!(g.nacked_ranges(), 9);
+        assert_eq!(g.max_attempts(), 3);
     }
 
     #[test]

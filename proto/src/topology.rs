@@ -211,6 +211,8 @@ pub struct ConsumerSpec {
     pub relays: Vec<String>,
     /// Channels it subscribes to; all channels when the file omits the field.
     pub channels: Vec<ChannelId>,
+    /// A/B mode: receive through its first two relays at once, first copy wins.
+    pub dual_feed: bool,
 }
 
 /// A validated `topology.toml`: the whole network.
@@ -458,6 +460,8 @@ struct RawConsumer {
     region: String,
     relays: Vec<String>,
     channels: Option<Vec<ChannelId>>,
+    #[serde(default)]
+    dual_feed: bool,
 }
 
 #[derive(Deserialize)]
@@ -842,6 +846,13 @@ fn validate(raw: RawTopology) -> Result<Topology, TopologyError> {
                 "must list at least one relay (or the origin)",
             ));
         }
+        if c.dual_feed && c.relays.len() < 2 {
+            return Err(invalid(
+                entry,
+                "dual_feed",
+                "needs at least two relays to receive from at once",
+            ));
+        }
         for (i, upstream) in c.relays.iter().enumerate() {
             if c.relays[..i].contains(upstream) {
                 return Err(invalid(
@@ -905,6 +916,7 @@ fn validate(raw: RawTopology) -> Result<Topology, TopologyError> {
             region: c.region.clone(),
             relays: c.relays.clone(),
             channels: subscribed,
+            dual_feed: c.dual_feed,
         });
     }
 
@@ -1341,6 +1353,20 @@ standby = \"r1-b\"
         );
         assert_invalid(&twice, "relay \"r3\"", "standby");
         assert!(problem(&twice).contains("already the standby of relay \"r1\""));
+    }
+
+    #[test]
+    fn dual_feed_needs_two_relays() {
+        let text = edit(&[(
+            "relays = [\"r2\", \"r1\"]",
+            "dual_feed = true\nrelays = [\"r2\"]",
+        )]);
+        assert_invalid(&text, "consumer \"c1\"", "dual_feed");
+        let ok = edit(&[(
+            "relays = [\"r2\", \"r1\"]",
+            "dual_feed = true\nrelays = [\"r2\", \"r1\"]",
+        )]);
+        assert!(Topology::from_toml_str(&ok).unwrap().consumers[0].dual_feed);
     }
 
     #[test]

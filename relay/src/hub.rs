@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn::{Endpoint, SendDatagramError};
 use tickcast_client::link::{
-    Inbound, LinkCmd, LinkConfig, LinkHandle, ResumePoints, resume_from_points, spawn_link,
+    FeedCmds, Feeds, Inbound, LinkConfig, ResumePoints, resume_from_points,
 };
 use tickcast_proto::codec::{
     self, ChannelHead, ChannelState, Control, DatagramBuilder, Role, Subscribe, Welcome,
@@ -55,7 +55,7 @@ pub struct Hub {
     stats: Arc<RelayStats>,
     chans: BTreeMap<ChannelId, Chan>,
     children: BTreeMap<u64, Child>,
-    upstream: Option<mpsc::UnboundedSender<LinkCmd>>,
+    upstream: Option<FeedCmds>,
     /// Whether the tick source is the local sequencer (then nothing is upstream).
     local: bool,
     /// Resume points the link reads at each (re)connect to the parent.
@@ -122,13 +122,14 @@ impl Hub {
                 }
                 (Some(rx), None)
             }
-            Source::Parent(upstreams) => {
+            Source::Parents(feeds) => {
                 let link_shutdown = shutdown.child_token();
                 // Each channel resumes at the first seq this node still lacks, so a failover
                 // loses nothing the new parent holds.
                 let resume = resume_from_points(self.resume.clone());
-                let handle = spawn_link(
-                    LinkConfig {
+                let cfgs = feeds
+                    .into_iter()
+                    .map(|upstreams| LinkConfig {
                         name: self.cfg.name.clone(),
                         role: Role::Relay,
                         upstreams,
@@ -136,18 +137,13 @@ impl Hub {
                         dead_after: self.cfg.dead_after,
                         connect_timeout: Duration::from_secs(2),
                         retry_pause: self.cfg.heartbeat,
-                    },
-                    self.endpoint.clone(),
-                    resume,
-                    1024,
-                    link_shutdown,
-                );
-                (None, Some(handle))
+                    })
+                    .collect();
+                let feeds = Feeds::spawn(cfgs, self.endpoint.clone(), resume, 1024, link_shutdown);
+                self.upstream = Some(feeds.cmds.clone());
+                (None, Some(feeds))
             }
         };
-        if let Some(LinkHandle { cmds, .. }) = &link {
-            self.upstream = Some(cmds.clone());
-        }
         let mut next_heartbeat = TokioInstant::now();
         loop {
             // Timers are checked after every input as well as by their own branches, so a
@@ -195,11 +191,12 @@ impl Hub {
                 m = async { link.as_mut().expect("parent source").inbound.recv().await }, if link.is_some() => {
                     let Some(m) = m else { break };
                     let now = self.clock.now();
-                    self.on_inbound(now, m);
+                    let (feed, m) = m;
+                    self.on_inbound(now, feed, m);
                     let rx = &mut link.as_mut().expect("parent source").inbound;
                     for _ in 0..256 {
                         match rx.try_recv() {
-                            Ok(m) => self.on_inbound(now, m),
+                            Ok((feed, m)) => self.on_inbound(now, feed, m),
                             Err(_) => break,
                         }
                     }
@@ -242,7 +239,7 @@ impl Hub {
         }
     }
 
-    fn on_inbound(&mut self, now: Instant, m: Inbound) {
+    fn on_inbound(&mut self, now: Instant, feed: usize, m: Inbound) {
         match m {
             Inbound::Connected {
                 upstream,
@@ -262,7 +259,7 @@ impl Hub {
                         ch.ring = Ring::new(self.cfg.ring, st.head + 1);
                     }
                     if let Err(e) = ch.tracker.on_head(now, st.head) {
-                        self.reconnect(format!("welcome head: {e}"));
+                        self.reconnect(feed, format!("welcome head: {e}"));
                         return;
                     }
                     ch.tracker.set_retry(rtt * 2);
@@ -271,10 +268,13 @@ impl Hub {
                     for (r, f) in ch.fetches.iter_mut() {
                         f.asked = now;
                         if let Some(up) = &self.upstream {
-                            let _ = up.send(LinkCmd::Send(Control::Nack {
-                                channel: st.channel,
-                                ranges: vec![*r],
-                            }));
+                            up.send_to(
+                                feed,
+                                Control::Nack {
+                                    channel: st.channel,
+                                    ranges: vec![*r],
+                                },
+                            );
                         }
                     }
                 }
@@ -289,7 +289,7 @@ impl Hub {
                         Ok(true) => fresh.push(t),
                         Ok(false) => all_new = false,
                         Err(e) => {
-                            self.reconnect(e);
+                            self.reconnect(feed, e);
                             return;
                         }
                     }
@@ -313,7 +313,7 @@ impl Hub {
                     }
                 }
                 Ok(false) => self.answer_fetches(&t),
-                Err(e) => self.reconnect(e),
+                Err(e) => self.reconnect(feed, e),
             },
             Inbound::Heads(heads) => {
                 for h in heads {
@@ -321,7 +321,7 @@ impl Hub {
                         continue;
                     };
                     if let Err(e) = ch.tracker.on_head(now, h.head) {
-                        self.reconnect(format!("heartbeat head: {e}"));
+                        self.reconnect(feed, format!("heartbeat head: {e}"));
                         return;
                     }
                 }
@@ -361,10 +361,10 @@ impl Hub {
         }
     }
 
-    fn reconnect(&self, reason: String) {
-        warn!(node = %self.cfg.name, %reason, "upstream misbehaved, switching");
+    fn reconnect(&self, feed: usize, reason: String) {
+        warn!(node = %self.cfg.name, feed, %reason, "upstream misbehaved, switching");
         if let Some(up) = &self.upstream {
-            let _ = up.send(LinkCmd::Reconnect(reason));
+            up.reconnect(feed, reason);
         }
     }
 
@@ -536,10 +536,22 @@ impl Hub {
         for (channel, ch) in self.chans.iter_mut() {
             while let Some(ranges) = ch.tracker.poll_nack(now) {
                 self.stats.nacks_up.fetch_add(ranges.len() as u64, Relaxed);
-                let _ = up.send(LinkCmd::Send(Control::Nack {
+                up.send_all(Control::Nack {
                     channel: *channel,
                     ranges,
-                }));
+                });
+            }
+        }
+        // A parent that keeps announcing ticks without delivering them is failing: move on.
+        if self
+            .chans
+            .values()
+            .any(|c| c.tracker.max_attempts() >= self.cfg.stall_attempts)
+        {
+            warn!(node = %self.cfg.name, "upstream announces ticks it does not deliver; switching");
+            up.reconnect_all("announced ticks not delivered");
+            for c in self.chans.values_mut() {
+                c.tracker.renack_all(now);
             }
         }
     }
@@ -652,10 +664,10 @@ impl Hub {
                 entry.asked = now;
                 if let Some(up) = &self.upstream {
                     self.stats.nacks_up.fetch_add(1, Relaxed);
-                    let _ = up.send(LinkCmd::Send(Control::Nack {
+                    up.send_all(Control::Nack {
                         channel,
                         ranges: vec![ev],
-                    }));
+                    });
                 }
             }
         }

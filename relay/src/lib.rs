@@ -32,8 +32,10 @@ pub type Authorize = Arc<dyn Fn(&str, Role) -> Result<(), String> + Send + Sync>
 
 /// Where a node's ticks come from.
 pub enum Source {
-    /// Subscribe to a parent (first reachable of the candidates).
-    Parent(Vec<Upstream>),
+    /// Subscribe upstream through one or more feeds at once, each a list of candidates
+    /// tried in order. Ticks from any feed count, first copy wins (a standby relay has two:
+    /// its primary, and its primary's parent).
+    Parents(Vec<Vec<Upstream>>),
     /// Numbered ticks from the local sequencer (the origin).
     Local(mpsc::Receiver<Vec<Tick>>),
 }
@@ -59,6 +61,8 @@ pub struct RelayConfig {
     pub child_queue: usize,
     /// Most ticks sent in answer to one NACK range (the child asks again for the rest).
     pub max_answer: usize,
+    /// NACKs for one gap without an answer before the parent is abandoned as failing.
+    pub stall_attempts: u32,
     /// Who may connect.
     pub authorize: Authorize,
     /// Where publisher connections go (the origin sets this; relays refuse publishers).
@@ -83,6 +87,7 @@ impl RelayConfig {
             max_datagram: 1150,
             child_queue: 4096,
             max_answer: 8192,
+            stall_attempts: 6,
             authorize,
             publishers: None,
         }
