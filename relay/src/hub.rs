@@ -4,7 +4,7 @@
 //! what the ring lacks is asked of the parent once, however many children want it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ struct Chan {
     fetches: BTreeMap<SeqRange, Fetch>,
     /// Live ticks waiting to be batched into datagrams in this drain round.
     batch: Vec<Tick>,
+    /// Ticks that arrived before the first welcome set the starting point.
+    early: Vec<Tick>,
 }
 
 struct Fetch {
@@ -60,6 +62,57 @@ pub struct Hub {
     local: bool,
     /// Resume points the link reads at each (re)connect to the parent.
     resume: ResumePoints,
+    /// Heads as the heartbeat tasks see them.
+    heads: Arc<Heads>,
+}
+
+/// Each channel's head, shared with the per-child heartbeat tasks so heartbeats keep their
+/// rhythm however busy the hub is. (A hub that stops processing ticks stops advancing the
+/// heads, which children notice as announced-but-undelivered ticks.)
+pub struct Heads(BTreeMap<ChannelId, AtomicU64>);
+
+impl Heads {
+    fn set(&self, channel: ChannelId, head: Seq) {
+        if let Some(h) = self.0.get(&channel) {
+            h.store(head, Relaxed);
+        }
+    }
+
+    fn heartbeat(&self, channels: &[ChannelId]) -> Bytes {
+        let heads = channels
+            .iter()
+            .filter_map(|c| {
+                self.0.get(c).map(|h| ChannelHead {
+                    channel: *c,
+                    head: h.load(Relaxed),
+                })
+            })
+            .collect();
+        codec::encode_control_datagram(&Control::Heartbeat { heads })
+    }
+}
+
+/// Sends heartbeats to one child every `interval` until its connection closes.
+fn spawn_heartbeats(
+    conn: quinn::Connection,
+    channels: Vec<ChannelId>,
+    heads: Arc<Heads>,
+    interval: Duration,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = conn.closed() => return,
+                _ = tick.tick() => {
+                    if conn.send_datagram(heads.heartbeat(&channels)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
 }
 
 fn tick_frames(ticks: &[Tick]) -> Vec<Bytes> {
@@ -77,6 +130,7 @@ impl Hub {
         let resume = Arc::new(Mutex::new(
             cfg.channels.iter().map(|c| (*c, None)).collect(),
         ));
+        let cfg_channels = cfg.channels.clone();
         let chans = cfg
             .channels
             .iter()
@@ -90,6 +144,7 @@ impl Hub {
                         lost: BTreeMap::new(),
                         fetches: BTreeMap::new(),
                         batch: Vec::new(),
+                        early: Vec::new(),
                     },
                 )
             })
@@ -104,6 +159,12 @@ impl Hub {
             upstream: None,
             local: false,
             resume,
+            heads: Arc::new(Heads(
+                cfg_channels
+                    .iter()
+                    .map(|c| (*c, AtomicU64::new(0)))
+                    .collect(),
+            )),
         }
     }
 
@@ -144,15 +205,10 @@ impl Hub {
                 (None, Some(feeds))
             }
         };
-        let mut next_heartbeat = TokioInstant::now();
         loop {
-            // Timers are checked after every input as well as by their own branches, so a
-            // busy input can never starve heartbeats or NACKs.
+            // NACK timers are checked after every input as well as by their own branch, so a
+            // busy input can never starve them. (Heartbeats have tasks of their own.)
             let now = TokioInstant::now();
-            if now >= next_heartbeat {
-                self.send_heartbeats();
-                next_heartbeat = now + self.cfg.heartbeat;
-            }
             if self
                 .chans
                 .values()
@@ -203,7 +259,6 @@ impl Hub {
                     self.flush_batches();
                     self.update_resume();
                 }
-                _ = sleep_until(next_heartbeat) => {}
                 _ = sleep_until(nack_at), if nack_due.is_some() => {}
             }
         }
@@ -231,6 +286,7 @@ impl Hub {
             };
             self.stats.received.fetch_add(1, Relaxed);
             ch.head = ch.head.max(t.seq);
+            self.heads.set(t.channel, ch.head);
             // The sequencer never repeats a seq; keep the tracker's view in step anyway so
             // that `next_expected` means the same thing on every node.
             let _ = ch.tracker.on_seq(self.clock.now(), t.seq);
@@ -257,6 +313,10 @@ impl Hub {
                         // ranges are fetched from the parent when a child asks for them.
                         ch.tracker.start_at(st.head + 1);
                         ch.ring = Ring::new(self.cfg.ring, st.head + 1);
+                        // Ticks up to the upstream's head exist (this node can fetch them):
+                        // announce them, so children resuming from before our start ask.
+                        ch.head = ch.head.max(st.head);
+                        self.heads.set(st.channel, ch.head);
                     }
                     if let Err(e) = ch.tracker.on_head(now, st.head) {
                         self.reconnect(feed, format!("welcome head: {e}"));
@@ -275,6 +335,21 @@ impl Hub {
                                     ranges: vec![*r],
                                 },
                             );
+                        }
+                    }
+                    for t in std::mem::take(&mut ch.early) {
+                        match self.accept(now, &t) {
+                            Ok(true) => self
+                                .chans
+                                .get_mut(&t.channel)
+                                .expect("channel")
+                                .batch
+                                .push(t),
+                            Ok(false) => {}
+                            Err(e) => {
+                                self.reconnect(feed, e);
+                                return;
+                            }
                         }
                     }
                 }
@@ -339,7 +414,11 @@ impl Hub {
             return Ok(false);
         };
         if !ch.tracker.is_started() {
-            return Ok(false); // before the welcome: it will be resent or replayed
+            // Live datagrams can overtake the welcome: keep them (bounded) for after it.
+            if ch.early.len() < self.cfg.ring.max_ticks {
+                ch.early.push(t.clone());
+            }
+            return Ok(false);
         }
         match ch
             .tracker
@@ -349,6 +428,8 @@ impl Hub {
             Arrival::New => {
                 self.stats.received.fetch_add(1, Relaxed);
                 ch.head = ch.head.max(t.seq);
+                self.heads.set(t.channel, ch.head);
+                self.heads.set(t.channel, ch.head);
                 if ch.ring.insert(t.clone()) == Insert::Duplicate {
                     return Ok(false);
                 }
@@ -507,29 +588,6 @@ impl Hub {
         }
     }
 
-    fn send_heartbeats(&mut self) {
-        let mut cache: BTreeMap<Vec<ChannelId>, Bytes> = BTreeMap::new();
-        for c in self.children.values() {
-            let chans: Vec<ChannelId> = c.hello.subscriptions.iter().map(|s| s.channel).collect();
-            let d = cache
-                .entry(chans)
-                .or_insert_with_key(|chans| {
-                    let heads = chans
-                        .iter()
-                        .filter_map(|ch| {
-                            self.chans.get(ch).map(|s| ChannelHead {
-                                channel: *ch,
-                                head: s.head,
-                            })
-                        })
-                        .collect();
-                    codec::encode_control_datagram(&Control::Heartbeat { heads })
-                })
-                .clone();
-            let _ = c.conn.send_datagram(d);
-        }
-    }
-
     fn send_nacks(&mut self) {
         let now = self.clock.now();
         let Some(up) = &self.upstream else { return };
@@ -612,6 +670,12 @@ impl Hub {
         }
         let id = child.id;
         let subs: Vec<Subscribe> = child.hello.subscriptions.clone();
+        spawn_heartbeats(
+            child.conn.clone(),
+            subs.iter().map(|s| s.channel).collect(),
+            self.heads.clone(),
+            self.cfg.heartbeat,
+        );
         self.children.insert(id, child);
         for (s, st) in subs.iter().zip(states) {
             if let Some(from) = s.resume_from

@@ -178,9 +178,13 @@ impl Relay {
             stats.clone(),
             shutdown.clone(),
         ));
-        hub::Hub::new(cfg, endpoint, clock, stats)
+        hub::Hub::new(cfg, endpoint.clone(), clock, stats)
             .run(source, hub_rx, shutdown)
             .await;
         let _ = accept.await;
+        // Release the UDP port only once peers have been told (bounded: a dead peer never
+        // acknowledges the close).
+        endpoint.close(tickcast_transport::CLOSE_OK, b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     }
 }

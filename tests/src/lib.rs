@@ -191,3 +191,92 @@ pub async fn publish_n(origin: &tickcast_origin::OriginHandle, first_index: u64,
         }
     }
 }
+
+/// The `tickcast` binary of this build, built first if needed (tests that kill real
+/// processes run nodes through it).
+pub fn tickcast_bin() -> std::path::PathBuf {
+    use std::sync::OnceLock;
+    static BIN: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<test-binary> → target/<profile>/tickcast
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target/<profile>");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "tickcast", "--bin", "tickcast"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the tickcast binary failed");
+        let bin = profile_dir.join("tickcast");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A node running as its own process; killed with SIGKILL when dropped.
+pub struct NodeProcess {
+    /// Node name.
+    pub name: String,
+    child: std::process::Child,
+}
+
+impl NodeProcess {
+    /// Starts `tickcast <kind> --name <name> --topology <path>`.
+    pub fn start(kind: &str, name: &str, topology: &std::path::Path) -> NodeProcess {
+        let child = std::process::Command::new(tickcast_bin())
+            .args([kind, "--name", name, "--topology"])
+            .arg(topology)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {kind} {name}: {e}"));
+        NodeProcess {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    /// `kill -9`: no goodbye packets, no graceful close.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "tickcast-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
