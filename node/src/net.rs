@@ -63,8 +63,8 @@ pub enum Sockets {
         loss: f64,
         /// Base seed; each endpoint derives its own from it and its name.
         seed: u64,
-        /// Counters of every lossy endpoint made, to check that loss really happened.
-        stats: Arc<std::sync::Mutex<Vec<tickcast_transport::LossStats>>>,
+        /// Counters and switches of every lossy endpoint made, by endpoint name.
+        stats: Arc<std::sync::Mutex<BTreeMap<String, tickcast_transport::LossStats>>>,
     },
 }
 
@@ -76,9 +76,26 @@ impl Sockets {
             Sockets::Lossy { stats, .. } => stats
                 .lock()
                 .expect("stats")
-                .iter()
+                .values()
                 .map(|s| s.dropped())
                 .sum(),
+        }
+    }
+
+    /// Switchable sockets without random loss (for `--kill` and partitions).
+    pub fn switchable() -> Sockets {
+        Sockets::Lossy {
+            loss: 0.0,
+            seed: 0,
+            stats: Default::default(),
+        }
+    }
+
+    /// The switches of endpoint `name`, if it was made by these (lossy) sockets.
+    pub fn control(&self, name: &str) -> Option<tickcast_transport::LossStats> {
+        match self {
+            Sockets::Real => None,
+            Sockets::Lossy { stats, .. } => stats.lock().expect("stats").get(name).cloned(),
         }
     }
 }
@@ -129,7 +146,7 @@ pub fn bind_with(
                 .bytes()
                 .fold(*seed, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
             let (ep, s) = tickcast_transport::bind_lossy(addr, server, client, *loss, seed)?;
-            stats.lock().expect("stats").push(s);
+            stats.lock().expect("stats").insert(name.to_string(), s);
             Ok(ep)
         }
     }
@@ -350,6 +367,41 @@ pub struct Network {
     pub consumers: Vec<(ConsumerSpec, Subscription)>,
     /// Every node task (close and wait on it after cancelling `shutdown` for a clean stop).
     pub tasks: TaskTracker,
+    /// Each origin's and relay's own shutdown (a child of the network's).
+    pub node_tokens: BTreeMap<String, CancellationToken>,
+    /// The sockets the nodes were bound with (their switches, when switchable).
+    pub sockets: Sockets,
+}
+
+impl Network {
+    /// Kills node `name` the way `kill -9` would, as its peers see it: from this instant
+    /// it sends nothing (no goodbye), then its tasks stop. Needs switchable sockets.
+    pub fn kill(&self, name: &str) -> Result<()> {
+        let ctl = self
+            .sockets
+            .control(name)
+            .with_context(|| format!("cannot kill {name:?}: not started on switchable sockets"))?;
+        ctl.silence(true);
+        if let Some(t) = self.node_tokens.get(name) {
+            t.cancel();
+        }
+        Ok(())
+    }
+
+    /// Cuts (`on`) or heals the link between nodes `a` and `b`, both directions.
+    pub fn partition(&self, topo: &Topology, a: &str, b: &str, on: bool) -> Result<()> {
+        for (from, to) in [(a, b), (b, a)] {
+            let ctl = self
+                .sockets
+                .control(from)
+                .with_context(|| format!("cannot partition {from:?}: not on switchable sockets"))?;
+            let addr = topo
+                .listen_addr(to)
+                .with_context(|| format!("{to:?} has no listen address"))?;
+            ctl.block(addr, on);
+        }
+        Ok(())
+    }
 }
 
 /// Options for [`start_network_with`].
@@ -382,22 +434,19 @@ pub fn start_network_with(
 ) -> Result<Network> {
     let tasks = TaskTracker::new();
     let sockets = &opts.sockets;
+    let mut node_tokens = BTreeMap::new();
+    let token = shutdown.child_token();
     let (origin, origin_stats) =
-        start_origin_with(topo, certs, clock.clone(), &tasks, shutdown, sockets)?;
+        start_origin_with(topo, certs, clock.clone(), &tasks, &token, sockets)?;
+    node_tokens.insert(topo.origin.name.clone(), token);
     let mut relays = Vec::new();
     for r in &topo.relays {
+        let token = shutdown.child_token();
         relays.push((
             r.name.clone(),
-            start_relay_with(
-                topo,
-                &r.name,
-                certs,
-                clock.clone(),
-                &tasks,
-                shutdown,
-                sockets,
-            )?,
+            start_relay_with(topo, &r.name, certs, clock.clone(), &tasks, &token, sockets)?,
         ));
+        node_tokens.insert(r.name.clone(), token);
     }
     let mut consumers = Vec::new();
     for c in &topo.consumers {
@@ -418,6 +467,8 @@ pub fn start_network_with(
         relays,
         consumers,
         tasks,
+        node_tokens,
+        sockets: sockets.clone(),
     })
 }
 

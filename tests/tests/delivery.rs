@@ -93,3 +93,47 @@ async fn five_percent_loss_at_every_hop_is_repaired_by_nack() {
     );
     stop(shutdown, net.tasks).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_between_relay_and_parent_that_heals_loses_nothing() {
+    init_tracing();
+    // No standby for the parent: the relay must ride out the partition and resume.
+    let topo = two_tier(1, 1, 3, 200_000, "");
+    let shutdown = CancellationToken::new();
+    let opts = NetOptions {
+        sockets: Sockets::switchable(),
+        ..Default::default()
+    };
+    let mut net = start_network_with(
+        &topo,
+        &Certs::ephemeral().unwrap(),
+        Arc::new(TokioClock::new()),
+        &shutdown,
+        &opts,
+    )
+    .unwrap();
+    wait_relays_connected(&net).await;
+    let n = 30_000;
+    let drains = drain_all(std::mem::take(&mut net.consumers), n).await;
+    publish_n(&net.origin, 0, 10_000).await;
+    net.partition(&topo, "t2-0-0", "t1-0", true).unwrap();
+    // Ticks published during the partition, at a steady pace for about a second.
+    for i in 0..10 {
+        publish_n(&net.origin, 10_000 + i * 1000, 1000).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    net.partition(&topo, "t2-0-0", "t1-0", false).unwrap();
+    publish_n(&net.origin, 20_000, 10_000).await;
+    assert_all_received(drains, n).await;
+    let reconnects = net
+        .relays
+        .iter()
+        .find(|(n, _)| n == "t2-0-0")
+        .map(|(_, s)| s.upstream_connects.load(Relaxed))
+        .unwrap();
+    assert!(
+        reconnects >= 2,
+        "the relay noticed the partition and resubscribed ({reconnects})"
+    );
+    stop(shutdown, net.tasks).await;
+}

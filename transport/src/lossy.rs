@@ -24,14 +24,42 @@ use rand::{Rng, SeedableRng};
 use crate::endpoint::{bind_err, tokio_runtime, udp_socket};
 use crate::error::TransportError;
 
-/// Counters of a [`LossySocket`], readable while the endpoint runs. Cheap to clone.
+/// Counters and switches of a [`LossySocket`], usable while the endpoint runs. Cheap to
+/// clone.
 #[derive(Debug, Clone, Default)]
 pub struct LossStats {
     dropped: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
+    silenced: Arc<std::sync::atomic::AtomicBool>,
+    blocked: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 impl LossStats {
+    /// Drops every outgoing packet from now on (`true`), or stops doing so: a node whose
+    /// process was killed sends nothing, not even a goodbye.
+    pub fn silence(&self, on: bool) {
+        self.silenced.store(on, Ordering::Relaxed);
+    }
+
+    /// Drops (`true`) or stops dropping outgoing packets to `peer`: one side of a
+    /// partition (block each side's address in the other's socket for both directions).
+    pub fn block(&self, peer: SocketAddr, on: bool) {
+        let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        b.retain(|a| *a != peer);
+        if on {
+            b.push(peer);
+        }
+    }
+
+    fn cuts(&self, to: SocketAddr) -> bool {
+        self.silenced.load(Ordering::Relaxed)
+            || self
+                .blocked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&to)
+    }
+
     /// Outgoing UDP packets dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -117,7 +145,7 @@ impl AsyncUdpSocket for LossySocket {
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         // With `max_transmit_segments() == 1` quinn sends one packet per transmit; should a
         // batch arrive anyway, it is kept or dropped as a whole.
-        if self.should_drop() {
+        if self.stats.cuts(transmit.destination) || self.should_drop() {
             self.stats
                 .dropped
                 .fetch_add(segments(transmit), Ordering::Relaxed);
