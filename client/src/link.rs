@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
 use quinn::{Connection, Endpoint};
 use tickcast_proto::codec::{
     self, ChannelHead, Control, Datagram, Frame, Hello, PROTOCOL_VERSION, Role, Subscribe, Welcome,
@@ -355,7 +354,10 @@ async fn session(
         tokio::spawn(uni_acceptor(feed, conn.clone(), tx.clone(), end_tx)),
     ];
     let dead = cfg.dead_interval();
-    let mut deadline = TokioInstant::now() + dead;
+    let check_every = (cfg.heartbeat / 2).max(Duration::from_millis(5));
+    let mut next_check = TokioInstant::now() + check_every;
+    let mut last_alive = TokioInstant::now();
+    let mut rx_seen = conn.stats().udp_rx.datagrams;
     let end = loop {
         // Order matters: commands (NACKs) are rare and must never starve behind a steady
         // datagram flow; the dead-peer timer comes last and double-checks for arrivals.
@@ -381,19 +383,22 @@ async fn session(
                 break End::Failed(reason);
             }
             d = conn.read_datagram() => {
-                deadline = TokioInstant::now() + dead;
                 if let Err(end) = on_datagram(feed, &conn, d, tx).await {
                     break end;
                 }
             }
-            _ = sleep_until(deadline) => {
-                // This task may itself have been slow (a busy owner, a loaded machine): a
-                // datagram already waiting means the upstream is alive.
-                if let Some(d) = conn.read_datagram().now_or_never() {
-                    deadline = TokioInstant::now() + dead;
-                    if let Err(end) = on_datagram(feed, &conn, d, tx).await {
-                        break end;
-                    }
+            _ = sleep_until(next_check) => {
+                // Liveness is any packet from the upstream reaching our endpoint (heartbeats
+                // guarantee one per interval), not this task's own progress: a busy owner
+                // or a loaded machine must not look like a dead upstream.
+                let now = TokioInstant::now();
+                let rx_now = conn.stats().udp_rx.datagrams;
+                if rx_now != rx_seen {
+                    rx_seen = rx_now;
+                    last_alive = now;
+                }
+                next_check = now + check_every;
+                if now.duration_since(last_alive) < dead {
                     continue;
                 }
                 conn.close(tickcast_transport::CLOSE_OK, b"heartbeat timeout");

@@ -367,13 +367,20 @@ pub struct Network {
     pub consumers: Vec<(ConsumerSpec, Subscription)>,
     /// Every node task (close and wait on it after cancelling `shutdown` for a clean stop).
     pub tasks: TaskTracker,
+    /// Kill switches and partitions.
+    pub control: NodeControl,
+}
+
+/// Fault injection on a running in-process network.
+#[derive(Clone, Debug)]
+pub struct NodeControl {
     /// Each origin's and relay's own shutdown (a child of the network's).
     pub node_tokens: BTreeMap<String, CancellationToken>,
     /// The sockets the nodes were bound with (their switches, when switchable).
     pub sockets: Sockets,
 }
 
-impl Network {
+impl NodeControl {
     /// Kills node `name` the way `kill -9` would, as its peers see it: from this instant
     /// it sends nothing (no goodbye), then its tasks stop. Needs switchable sockets.
     pub fn kill(&self, name: &str) -> Result<()> {
@@ -467,8 +474,10 @@ pub fn start_network_with(
         relays,
         consumers,
         tasks,
-        node_tokens,
-        sockets: sockets.clone(),
+        control: NodeControl {
+            node_tokens,
+            sockets: sockets.clone(),
+        },
     })
 }
 

@@ -103,7 +103,7 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode> {
     for cfg in cfgs {
         let rate = cfg.rate;
         eprintln!("bench: {rate} ticks/s for {secs:?}: starting the network");
-        let h = Harness::start(&topo, &certs, clock.clone()).await?;
+        let h = Harness::start(&topo, &certs, clock.clone(), &Default::default()).await?;
         if let Err(e) = h.wait_ready(READY_TIMEOUT, &interrupt).await {
             h.stop(STOP_TIMEOUT).await;
             return Err(e);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::FutureExt;
 use hdrhistogram::Histogram;
-use tickcast::net::{Certs, start_network};
+use tickcast::net::{Certs, NetOptions, NodeControl, start_network_with};
 use tickcast::tally::Tally;
 use tickcast_client::{ClientStats, Event, Subscription};
 use tickcast_origin::OriginHandle;
@@ -79,6 +79,8 @@ pub struct Harness {
     nodes: TaskTracker,
     drains: TaskTracker,
     shutdown: CancellationToken,
+    /// Kill switches and partitions (effective when started on switchable sockets).
+    pub control: NodeControl,
 }
 
 /// Whether an error is (or wraps) a failure to bind a socket.
@@ -94,11 +96,16 @@ fn is_bind_error(e: &anyhow::Error) -> bool {
 impl Harness {
     /// Starts every node of `topo` with a fresh shutdown token and a drain task per
     /// consumer. Retries for a few seconds while a port is still in use.
-    pub async fn start(topo: &Topology, certs: &Certs, clock: Arc<dyn Clock>) -> Result<Harness> {
+    pub async fn start(
+        topo: &Topology,
+        certs: &Certs,
+        clock: Arc<dyn Clock>,
+        opts: &NetOptions,
+    ) -> Result<Harness> {
         let mut attempt = 1;
         let (net, shutdown) = loop {
             let shutdown = CancellationToken::new();
-            match start_network(topo, certs, clock.clone(), &shutdown) {
+            match start_network_with(topo, certs, clock.clone(), &shutdown, opts) {
                 Ok(net) => break (net, shutdown),
                 Err(e) if is_bind_error(&e) && attempt < BIND_ATTEMPTS => {
                     // Stop whatever part of this attempt did start, then try again.
@@ -137,6 +144,7 @@ impl Harness {
             nodes: net.tasks,
             drains,
             shutdown,
+            control: net.control,
         })
     }
 

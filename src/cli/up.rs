@@ -45,6 +45,24 @@ pub struct UpArgs {
     /// Refresh the live table this often.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     interval_ms: u64,
+    /// Kill node NODE (origin or relay) SECONDS after the feed starts, as `kill -9` would:
+    /// it falls silent without a goodbye. Repeatable.
+    #[arg(long, value_name = "NODE@SECONDS", value_parser = parse_kill)]
+    kill: Vec<(String, f64)>,
+}
+
+/// Parses `NODE@SECONDS`.
+fn parse_kill(s: &str) -> std::result::Result<(String, f64), String> {
+    let (node, at) = s
+        .rsplit_once('@')
+        .ok_or_else(|| format!("{s:?}: expected NODE@SECONDS"))?;
+    let at: f64 = at
+        .parse()
+        .map_err(|_| format!("{s:?}: {at:?} is not a number of seconds"))?;
+    if node.is_empty() || !at.is_finite() || at < 0.0 {
+        return Err(format!("{s:?}: expected NODE@SECONDS with SECONDS >= 0"));
+    }
+    Ok((node.to_string(), at))
 }
 
 /// The feed settings common to `up` and `bench`, checked.
@@ -118,7 +136,22 @@ pub async fn run(a: UpArgs) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let certs = Certs::ephemeral()?;
 
-    let h = Harness::start(&topo, &certs, clock).await?;
+    for (node, _) in &a.kill {
+        anyhow::ensure!(
+            topo.listen_addr(node).is_some(),
+            "--kill {node}: not an origin or relay of the topology"
+        );
+    }
+    // Kill switches cost a check per packet: only when kills are asked for.
+    let opts = tickcast::net::NetOptions {
+        sockets: if a.kill.is_empty() {
+            Default::default()
+        } else {
+            tickcast::net::Sockets::switchable()
+        },
+        ..Default::default()
+    };
+    let h = Harness::start(&topo, &certs, clock, &opts).await?;
     eprintln!(
         "started {} relays and {} consumers from {}; waiting for them to connect",
         h.relays.len(),
@@ -141,6 +174,21 @@ pub async fn run(a: UpArgs) -> Result<ExitCode> {
         duration.map_or(" until Ctrl-C".into(), |d| format!(" for {d:?}")),
     );
     let tty = report::stdout_is_tty();
+    for (node, at) in a.kill.clone() {
+        let control = h.control.clone();
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs_f64(at)) => {
+                    match control.kill(&node) {
+                        Ok(()) => eprintln!("killed {node} at {at} s"),
+                        Err(e) => eprintln!("error: {e:#}"),
+                    }
+                }
+            }
+        });
+    }
     let (sent, ran) = h
         .feed(cfg, &interrupt, every, live(tty, "tickcast up: feeding"))
         .await?;

@@ -116,13 +116,17 @@ async fn partition_between_relay_and_parent_that_heals_loses_nothing() {
     let n = 30_000;
     let drains = drain_all(std::mem::take(&mut net.consumers), n).await;
     publish_n(&net.origin, 0, 10_000).await;
-    net.partition(&topo, "t2-0-0", "t1-0", true).unwrap();
+    net.control
+        .partition(&topo, "t2-0-0", "t1-0", true)
+        .unwrap();
     // Ticks published during the partition, at a steady pace for about a second.
     for i in 0..10 {
         publish_n(&net.origin, 10_000 + i * 1000, 1000).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    net.partition(&topo, "t2-0-0", "t1-0", false).unwrap();
+    net.control
+        .partition(&topo, "t2-0-0", "t1-0", false)
+        .unwrap();
     publish_n(&net.origin, 20_000, 10_000).await;
     assert_all_received(drains, n).await;
     let reconnects = net
