@@ -411,6 +411,12 @@ impl Reassembler {
         }
         let arrival = self.tracker.on_seq(now, tick.seq)?;
         if arrival == Arrival::New {
+            if tick.seq == self.deliver_next && self.held.is_empty() && self.lost.is_empty() {
+                // The common case, in order with nothing waiting: no hold-buffer round trip.
+                self.deliver_next += 1;
+                out.push(Delivery::Tick(tick));
+                return Ok(arrival);
+            }
             self.held.insert(tick.seq, tick);
             self.drain(out);
             self.enforce_bound(out);
