@@ -39,6 +39,10 @@ enum Command {
     /// Run the topology at several feed rates and report delivery, latency and CPU cost;
     /// exits 1 if any run lost, duplicated, reordered or missed a tick.
     Bench(cli::bench::BenchArgs),
+    /// Kill relays of a small standby network repeatedly under load and report the
+    /// failover stall, lost and duplicated ticks, and dual-feed latency around the kill;
+    /// exits 1 if any tick was lost, duplicated or reordered.
+    Failover(cli::failover::FailoverArgs),
 }
 
 /// Installs the stderr log subscriber (`RUST_LOG`, default `warn,tickcast=info`).
@@ -63,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Tail(a) => cli::tail::run(a).await,
         Command::Certs(a) => cli::certs::run(a),
         Command::Bench(a) => cli::bench::run(a).await,
+        Command::Failover(a) => cli::failover::run(a).await,
     };
     match result {
         Ok(code) => code,

@@ -89,6 +89,17 @@ pub enum Inbound {
         /// Range.
         range: SeqRange,
     },
+    /// (Standby origin only) a publisher record's numbering, from the primary origin.
+    Mark {
+        /// Publisher name.
+        publisher: String,
+        /// Record id.
+        id: u64,
+        /// Channel.
+        channel: ChannelId,
+        /// Seq given.
+        seq: tickcast_proto::Seq,
+    },
     /// The current session ended.
     Disconnected {
         /// Candidate name.
@@ -238,19 +249,30 @@ async fn run_link(
 ) {
     let mut failures_in_row = 0usize;
     let mut idx = 0usize;
+    // Sessions in a row that died of silence soon after starting. Each doubles the next
+    // session's patience (up to 8x): an upstream flooded by everyone failing over to it at
+    // once gets time to catch up instead of a stampede back and forth.
+    let mut quick_deaths = 0u32;
     loop {
         if shutdown.is_cancelled() || cfg.upstreams.is_empty() {
             return;
         }
         let up = cfg.upstreams[idx % cfg.upstreams.len()].clone();
+        let dead = cfg.dead_interval() * (1 << quick_deaths.min(3));
+        let started = tokio::time::Instant::now();
         let (end, was_connected) = session(
-            feed, &cfg, &endpoint, &resume, &up, &tx, &mut cmds, &shutdown,
+            feed, &cfg, &endpoint, &resume, &up, &tx, &mut cmds, &shutdown, dead,
         )
         .await;
         let reason = match end {
             End::Shutdown | End::OwnerGone => return,
             End::Failed(reason) => reason,
         };
+        if was_connected && reason.starts_with("no heartbeat") && started.elapsed() < dead * 20 {
+            quick_deaths += 1;
+        } else if was_connected {
+            quick_deaths = 0;
+        }
         if was_connected {
             failures_in_row = 0;
             warn!(link = %cfg.name, upstream = %up.name, %reason, "upstream lost, failing over");
@@ -293,6 +315,7 @@ async fn session(
     tx: &mpsc::Sender<(usize, Inbound)>,
     cmds: &mut mpsc::UnboundedReceiver<LinkCmd>,
     shutdown: &CancellationToken,
+    dead: Duration,
 ) -> (End, bool) {
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -353,7 +376,6 @@ async fn session(
         tokio::spawn(control_reader(feed, recv, tx.clone(), end_tx.clone())),
         tokio::spawn(uni_acceptor(feed, conn.clone(), tx.clone(), end_tx)),
     ];
-    let dead = cfg.dead_interval();
     let check_every = (cfg.heartbeat / 2).max(Duration::from_millis(5));
     let mut next_check = TokioInstant::now() + check_every;
     let mut last_alive = TokioInstant::now();
@@ -454,6 +476,17 @@ async fn control_reader(
                 Inbound::Unavailable { channel, range }
             }
             Ok(Frame::Control(Control::Heartbeat { heads })) => Inbound::Heads(heads),
+            Ok(Frame::Control(Control::PublishMark {
+                publisher,
+                id,
+                channel,
+                seq,
+            })) => Inbound::Mark {
+                publisher,
+                id,
+                channel,
+                seq,
+            },
             Ok(other) => break format!("protocol violation: unexpected frame {other:?}"),
             Err(FrameError::Finished) => break "control stream finished".to_string(),
             Err(e) => break e.to_string(),

@@ -31,6 +31,12 @@ pub struct PublisherConfig {
     pub window: usize,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// With records outstanding, how long without any ack before the origin is presumed
+    /// dead and the publisher moves on (resending what is unacknowledged).
+    pub ack_timeout: Duration,
+    /// How long to keep cycling through the origins before giving up (a standby origin
+    /// takes a moment to take over).
+    pub retry_for: Duration,
 }
 
 impl PublisherConfig {
@@ -40,7 +46,9 @@ impl PublisherConfig {
             name: name.into(),
             origins,
             window: 65_536,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            ack_timeout: Duration::from_millis(500),
+            retry_for: Duration::from_secs(10),
         }
     }
 }
@@ -71,6 +79,8 @@ pub struct Publisher {
     unacked: VecDeque<Publish>,
     /// Index of the origin candidate currently used.
     which: usize,
+    /// When an ack last made progress (or nothing was outstanding).
+    last_progress: tokio::time::Instant,
 }
 
 impl Publisher {
@@ -86,41 +96,66 @@ impl Publisher {
             next_id: 1,
             unacked: VecDeque::new(),
             which: 0,
+            last_progress: tokio::time::Instant::now(),
         };
         p.reconnect().await?;
         Ok(p)
     }
 
+    /// Connects to the next origin that accepts us (a standby origin refuses publishers
+    /// until it has taken over), cycling through the candidates for up to `retry_for`.
+    /// The origin's first ack says which records it already has; the rest are resent.
     async fn reconnect(&mut self) -> Result<(), PublisherError> {
         if let Some(s) = self.session.take() {
             s.conn.close(tickcast_transport::CLOSE_OK, b"reconnect");
         }
+        let give_up = tokio::time::Instant::now() + self.cfg.retry_for;
         let mut errors = Vec::new();
-        for i in 0..self.cfg.origins.len() {
-            let up = self.cfg.origins[(self.which + i) % self.cfg.origins.len()].clone();
-            match timeout(self.cfg.connect_timeout, self.open(&up)).await {
-                Ok(Ok(mut s)) => {
-                    self.which = (self.which + i) % self.cfg.origins.len();
-                    // Resend everything not yet acknowledged; the origin skips ids it has.
-                    let resend: Vec<Publish> = self.unacked.iter().cloned().collect();
-                    for p in &resend {
-                        if let Err(e) =
-                            write_chunks(&mut s.send, &mut codec::encode_publish_frame(p)).await
-                        {
-                            errors.push(format!("{}: resend: {e}", up.name));
-                            continue;
-                        }
+        loop {
+            for i in 0..self.cfg.origins.len() {
+                let idx = (self.which + i) % self.cfg.origins.len();
+                let up = self.cfg.origins[idx].clone();
+                let mut s = match timeout(self.cfg.connect_timeout, self.open(&up)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        errors.push(format!("{}: {e}", up.name));
+                        continue;
                     }
+                    Err(_) => {
+                        errors.push(format!("{}: timed out", up.name));
+                        continue;
+                    }
+                };
+                self.which = idx;
+                let up_to = *s.acked.borrow();
+                while self.unacked.front().is_some_and(|p| p.id <= up_to) {
+                    self.unacked.pop_front();
+                }
+                let mut resent = true;
+                for p in self.unacked.iter() {
+                    if let Err(e) =
+                        write_chunks(&mut s.send, &mut codec::encode_publish_frame(p)).await
+                    {
+                        errors.push(format!("{}: resend: {e}", up.name));
+                        resent = false;
+                        break;
+                    }
+                }
+                if resent {
                     self.session = Some(s);
                     return Ok(());
                 }
-                Ok(Err(e)) => errors.push(format!("{}: {e}", up.name)),
-                Err(_) => errors.push(format!("{}: timed out", up.name)),
             }
+            if tokio::time::Instant::now() >= give_up {
+                let tail = errors.len().saturating_sub(4);
+                return Err(PublisherError::Unreachable(errors[tail..].join("; ")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(PublisherError::Unreachable(errors.join("; ")))
     }
 
+    /// Opens a session: hello, then the origin's first ack (which also proves it accepted
+    /// us; a refusal closes the connection instead).
     async fn open(&self, up: &Upstream) -> Result<Session, String> {
         let conn = self
             .endpoint
@@ -138,7 +173,17 @@ impl Publisher {
         write_control(&mut send, &Control::Hello(hello))
             .await
             .map_err(|e| e.to_string())?;
-        let (ack_tx, acked) = watch::channel(0u64);
+        let first = match read_frame(&mut recv).await {
+            Ok(Frame::Control(Control::PublishAck { up_to })) => up_to,
+            Ok(other) => return Err(format!("expected an ack, got {other:?}")),
+            Err(e) => {
+                let why = conn
+                    .close_reason()
+                    .map_or_else(|| e.to_string(), |r| r.to_string());
+                return Err(format!("refused: {why}"));
+            }
+        };
+        let (ack_tx, acked) = watch::channel(first);
         tokio::spawn(async move {
             while let Ok(Frame::Control(Control::PublishAck { up_to })) =
                 read_frame(&mut recv).await
@@ -156,10 +201,27 @@ impl Publisher {
     fn trim_acked(&mut self) {
         if let Some(s) = &self.session {
             let up_to = *s.acked.borrow();
+            let before = self.unacked.len();
             while self.unacked.front().is_some_and(|p| p.id <= up_to) {
                 self.unacked.pop_front();
             }
+            if self.unacked.len() != before || self.unacked.is_empty() {
+                self.last_progress = tokio::time::Instant::now();
+            }
         }
+    }
+
+    /// Moves to the next origin if this one has acknowledged nothing for `ack_timeout`
+    /// while records are outstanding (it died, or stopped numbering).
+    async fn check_progress(&mut self) -> Result<(), PublisherError> {
+        if !self.unacked.is_empty() && self.last_progress.elapsed() > self.cfg.ack_timeout {
+            warn!(publisher = %self.cfg.name, "no acks from the origin; moving on");
+            self.which += 1;
+            self.session = None;
+            self.reconnect().await?;
+            self.last_progress = tokio::time::Instant::now();
+        }
+        Ok(())
     }
 
     /// Queues one tick for `channel`; returns its publisher id. Waits while the window of
@@ -173,6 +235,7 @@ impl Publisher {
             return Err(PublisherError::TooLarge(payload.len()));
         }
         self.trim_acked();
+        self.check_progress().await?;
         while self.unacked.len() >= self.cfg.window {
             self.wait_ack().await?;
         }
@@ -206,13 +269,14 @@ impl Publisher {
     }
 
     async fn wait_ack(&mut self) -> Result<(), PublisherError> {
+        let wait = self.cfg.ack_timeout;
         let changed = match &mut self.session {
-            Some(s) => timeout(Duration::from_secs(1), s.acked.changed()).await,
+            Some(s) => timeout(wait, s.acked.changed()).await,
             None => Ok(Ok(())),
         };
         match changed {
             Ok(Ok(())) => {}
-            // Ack reader ended (connection lost) or no ack for a second: reconnect and resend.
+            // Ack reader ended (connection lost) or no ack in time: move on and resend.
             _ => {
                 self.which += 1;
                 self.session = None;

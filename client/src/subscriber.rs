@@ -95,7 +95,7 @@ impl ClientConfig {
             max_held: 1_000_000,
             event_capacity: 65_536,
             dual_feed: false,
-            stall_attempts: 6,
+            stall_attempts: 10,
         }
     }
 
@@ -116,7 +116,7 @@ impl ClientConfig {
                 upstreams,
                 heartbeat: self.heartbeat,
                 dead_after: self.dead_after,
-                connect_timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_secs(1),
                 retry_pause: self.heartbeat,
             })
             .collect()
@@ -377,6 +377,7 @@ fn handle(
         Inbound::Disconnected { upstream, reason } => {
             pending.push(Event::Disconnected { upstream, reason });
         }
+        Inbound::Mark { .. } => {} // meant for a standby origin only
     }
     Ok(())
 }

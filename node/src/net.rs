@@ -170,6 +170,12 @@ pub fn authorize(topo: &Topology, node: &str) -> Authorize {
                     ))
                 }
             }
+            // The standby origin follows the primary as a relay-role subscriber.
+            (Role::Relay, Some(PeerRole::Origin))
+                if node == topo.origin.name && topo.standby_of(&node) == Some(peer) =>
+            {
+                Ok(())
+            }
             (Role::Relay, Some(PeerRole::Relay)) => {
                 if feeds_of(&topo, peer).iter().flatten().any(|u| *u == node) {
                     Ok(())
@@ -177,7 +183,9 @@ pub fn authorize(topo: &Topology, node: &str) -> Authorize {
                     Err(format!("relay {peer:?} is not a child of {node:?}"))
                 }
             }
-            (Role::Publisher, Some(PeerRole::Publisher)) if node == topo.origin.name => Ok(()),
+            (Role::Publisher, Some(PeerRole::Publisher)) if topo.origin_spec(&node).is_some() => {
+                Ok(())
+            }
             (role, Some(actual)) => Err(format!(
                 "{peer:?} is a {actual} in the topology and may not connect to {node:?} as {role:?}"
             )),
@@ -254,36 +262,57 @@ pub fn consumer_config(topo: &Topology, spec: &ConsumerSpec) -> Result<ClientCon
     Ok(cfg)
 }
 
-/// Starts the origin of the topology; returns its publishing handle and counters.
+/// Starts origin `name` of the topology (the origin, or its standby, which follows the
+/// origin and takes over if it dies); returns its publishing handle and counters.
 pub fn start_origin(
     topo: &Topology,
+    name: &str,
     certs: &Certs,
     clock: Arc<dyn Clock>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(OriginHandle, Arc<RelayStats>)> {
-    start_origin_with(topo, certs, clock, tasks, shutdown, &Sockets::Real)
+    start_origin_with(topo, name, certs, clock, tasks, shutdown, &Sockets::Real)
+}
+
+/// The configuration of origin `name`: the primary gates on its standby's confirmations;
+/// the standby follows the primary.
+pub fn origin_config(topo: &Topology, name: &str) -> Result<OriginConfig> {
+    let primary = &topo.origin.name;
+    let mut relay = relay_config(topo, name)?;
+    let standby_of = if name == primary {
+        relay.standby = topo.origin_standby.as_ref().map(|o| o.name.clone());
+        None
+    } else {
+        Some(
+            upstreams(topo, std::slice::from_ref(primary))?
+                .pop()
+                .expect("one upstream"),
+        )
+    };
+    Ok(OriginConfig {
+        relay,
+        epoch: 1,
+        ingest_capacity: 65_536,
+        standby_of,
+    })
 }
 
 fn start_origin_with(
     topo: &Topology,
+    name: &str,
     certs: &Certs,
     clock: Arc<dyn Clock>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
     sockets: &Sockets,
 ) -> Result<(OriginHandle, Arc<RelayStats>)> {
-    let name = topo.origin.name.clone();
-    let ep = bind_node_with(topo, &name, certs, sockets)?;
-    let origin = Origin::new(
-        OriginConfig {
-            relay: relay_config(topo, &name)?,
-            epoch: 1,
-            ingest_capacity: 65_536,
-        },
-        ep,
-        clock,
+    anyhow::ensure!(
+        topo.origin_spec(name).is_some(),
+        "{name:?} is not an origin of the topology"
     );
+    let ep = bind_node_with(topo, name, certs, sockets)?;
+    let origin = Origin::new(origin_config(topo, name)?, ep, clock);
     let (h, s) = (origin.handle(), origin.stats());
     tasks.spawn(origin.run(shutdown.clone()));
     Ok((h, s))
@@ -443,9 +472,29 @@ pub fn start_network_with(
     let sockets = &opts.sockets;
     let mut node_tokens = BTreeMap::new();
     let token = shutdown.child_token();
-    let (origin, origin_stats) =
-        start_origin_with(topo, certs, clock.clone(), &tasks, &token, sockets)?;
+    let (origin, origin_stats) = start_origin_with(
+        topo,
+        &topo.origin.name,
+        certs,
+        clock.clone(),
+        &tasks,
+        &token,
+        sockets,
+    )?;
     node_tokens.insert(topo.origin.name.clone(), token);
+    if let Some(sb) = &topo.origin_standby {
+        let token = shutdown.child_token();
+        start_origin_with(
+            topo,
+            &sb.name,
+            certs,
+            clock.clone(),
+            &tasks,
+            &token,
+            sockets,
+        )?;
+        node_tokens.insert(sb.name.clone(), token);
+    }
     let mut relays = Vec::new();
     for r in &topo.relays {
         let token = shutdown.child_token();

@@ -9,7 +9,7 @@ use tickcast_proto::ChannelId;
 use tickcast_proto::codec::{Control, Frame};
 use tickcast_relay::PublisherSession;
 use tickcast_transport::CLOSE_PROTOCOL;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -19,6 +19,7 @@ use crate::Ingest;
 pub async fn serve_publisher(
     s: PublisherSession,
     ingest: mpsc::Sender<Ingest>,
+    publishers: crate::Publishers,
     channels: Arc<[ChannelId]>,
     shutdown: CancellationToken,
 ) {
@@ -29,15 +30,19 @@ pub async fn serve_publisher(
         mut recv,
     } = s;
     let publisher: Arc<str> = name.into();
-    let (ack, mut acked) = watch::channel(0u64);
-    // Acks go out as the sequencer numbers records; several coalesce into one.
+    let mut acked = crate::publisher_entry(&publishers, &publisher);
+    // First an ack of what is already committed (after a failover, that tells the
+    // publisher what not to resend); then acks as records commit, several coalescing.
     let acker = tokio::spawn(async move {
-        while acked.changed().await.is_ok() {
+        loop {
             let up_to = *acked.borrow_and_update();
             if write_control(&mut send, &Control::PublishAck { up_to })
                 .await
                 .is_err()
             {
+                return;
+            }
+            if acked.changed().await.is_err() {
                 return;
             }
         }
@@ -60,7 +65,6 @@ pub async fn serve_publisher(
                     id: p.id,
                     channel: p.channel,
                     payload: p.payload,
-                    ack: ack.clone(),
                 };
                 if ingest.send(msg).await.is_err() {
                     break;
@@ -82,9 +86,8 @@ pub async fn serve_publisher(
             }
         }
     }
-    // Let the acker flush what the sequencer acknowledges after the last record.
-    drop(ack);
-    let _ = acker.await;
+    // The connection is done: acks for this publisher go to its next session.
+    acker.abort();
 }
 
 /// One JSON line of stdin ingest: `{"channel": 1, "payload": "text"}`.

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use quinn::Endpoint;
 use tickcast_proto::sequencer::Sequencer;
-use tickcast_proto::{ChannelId, Clock, Tick};
-use tickcast_relay::{Relay, RelayConfig, RelayStats, Source};
-use tokio::sync::{mpsc, watch};
+use tickcast_proto::{ChannelId, Clock};
+use tickcast_relay::{PublishRef, Relay, RelayConfig, RelayStats, Sequenced, Source, Takeover};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -31,6 +31,8 @@ pub struct OriginConfig {
     pub epoch: u32,
     /// Ingest records queued before publishers wait.
     pub ingest_capacity: usize,
+    /// Set on a standby origin: the primary it follows until taking over.
+    pub standby_of: Option<tickcast_client::Upstream>,
 }
 
 /// One unit of ingest.
@@ -43,7 +45,8 @@ pub enum Ingest {
         /// Payload.
         payload: Bytes,
     },
-    /// From a QUIC publisher: numbered once per (publisher, id), acknowledged after.
+    /// From a QUIC publisher: numbered once per (publisher, id), acknowledged once
+    /// committed.
     Published {
         /// Publisher name.
         publisher: Arc<str>,
@@ -53,9 +56,33 @@ pub enum Ingest {
         channel: ChannelId,
         /// Payload.
         payload: Bytes,
-        /// Where the sequencer reports the highest id numbered.
-        ack: watch::Sender<u64>,
     },
+}
+
+/// What the origin knows of each publisher: the highest record id numbered (for dedup)
+/// and the highest committed (acknowledged). Shared by the sequencer and every session of
+/// that publisher, so an ack reaches whichever connection the publisher has now.
+#[derive(Debug)]
+pub struct PublisherState {
+    /// Highest record id numbered.
+    pub numbered: u64,
+    /// Highest record id committed; sessions forward changes as `PublishAck`.
+    pub committed: watch::Sender<u64>,
+}
+
+/// Publisher registry, by name.
+pub type Publishers = Arc<std::sync::Mutex<BTreeMap<Arc<str>, PublisherState>>>;
+
+/// The registry entry for `name`, created empty if new.
+pub fn publisher_entry(reg: &Publishers, name: &Arc<str>) -> watch::Receiver<u64> {
+    let mut r = reg.lock().expect("publishers lock");
+    r.entry(name.clone())
+        .or_insert_with(|| PublisherState {
+            numbered: 0,
+            committed: watch::channel(0).0,
+        })
+        .committed
+        .subscribe()
 }
 
 /// Why ingest failed.
@@ -102,8 +129,10 @@ pub struct Origin {
     clock: Arc<dyn Clock>,
     ingest_tx: mpsc::Sender<Ingest>,
     ingest_rx: mpsc::Receiver<Ingest>,
-    hub_tx: mpsc::Sender<Vec<Tick>>,
-    publishers: mpsc::Receiver<tickcast_relay::PublisherSession>,
+    hub_tx: mpsc::Sender<Vec<Sequenced>>,
+    sessions: mpsc::Receiver<tickcast_relay::PublisherSession>,
+    /// A standby's takeover report (from its hub).
+    takeover: Option<oneshot::Receiver<Takeover>>,
 }
 
 impl Origin {
@@ -111,14 +140,27 @@ impl Origin {
     pub fn new(mut cfg: OriginConfig, endpoint: Endpoint, clock: Arc<dyn Clock>) -> Self {
         let (ingest_tx, ingest_rx) = mpsc::channel(cfg.ingest_capacity.max(1));
         let (hub_tx, hub_rx) = mpsc::channel(1024);
-        let (pub_tx, publishers) = mpsc::channel(16);
+        let (pub_tx, sessions) = mpsc::channel(16);
         cfg.relay.publishers = Some(pub_tx);
-        let relay = Relay::new(
-            cfg.relay.clone(),
-            endpoint,
-            clock.clone(),
-            Source::Local(hub_rx),
-        );
+        let (source, takeover) = match &cfg.standby_of {
+            None => (Source::Local(hub_rx), None),
+            Some(primary) => {
+                // A standby serves nobody until it takes over.
+                cfg.relay
+                    .serving
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                (
+                    Source::Standby {
+                        primary: primary.clone(),
+                        takeover: tx,
+                        local: hub_rx,
+                    },
+                    Some(rx),
+                )
+            }
+        };
+        let relay = Relay::new(cfg.relay.clone(), endpoint, clock.clone(), source);
         Origin {
             cfg,
             relay,
@@ -126,7 +168,8 @@ impl Origin {
             ingest_tx,
             ingest_rx,
             hub_tx,
-            publishers,
+            sessions,
+            takeover,
         }
     }
 
@@ -143,7 +186,8 @@ impl Origin {
         self.relay.stats()
     }
 
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled. A standby origin numbers nothing until its hub
+    /// reports the takeover.
     pub async fn run(self, shutdown: CancellationToken) {
         let Origin {
             cfg,
@@ -152,10 +196,42 @@ impl Origin {
             ingest_tx,
             ingest_rx,
             hub_tx,
-            mut publishers,
+            mut sessions,
+            takeover,
         } = self;
-        let seq = Sequencer::new(cfg.epoch, cfg.relay.channels.iter().copied());
-        tokio::spawn(sequence(seq, clock, ingest_rx, hub_tx, shutdown.clone()));
+        let publishers: Publishers = Default::default();
+        let channels: Vec<ChannelId> = cfg.relay.channels.clone();
+        {
+            let publishers = publishers.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let seq = match takeover {
+                    None => Sequencer::new(cfg.epoch, channels.iter().copied()),
+                    Some(rx) => {
+                        let t = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            t = rx => match t { Ok(t) => t, Err(_) => return },
+                        };
+                        let mut seq = Sequencer::new(t.epoch, channels.iter().copied());
+                        for (c, head) in &t.heads {
+                            seq.resume(*c, *head);
+                        }
+                        let mut reg = publishers.lock().expect("publishers lock");
+                        for (name, id) in t.published {
+                            reg.insert(
+                                name.into(),
+                                PublisherState {
+                                    numbered: id,
+                                    committed: watch::channel(id).0,
+                                },
+                            );
+                        }
+                        seq
+                    }
+                };
+                sequence(seq, clock, ingest_rx, hub_tx, publishers, shutdown).await;
+            });
+        }
         let sd = shutdown.clone();
         let channels: Arc<[ChannelId]> = cfg.relay.channels.clone().into();
         tokio::spawn(async move {
@@ -163,11 +239,12 @@ impl Origin {
                 let s = tokio::select! {
                     biased;
                     _ = sd.cancelled() => return,
-                    s = publishers.recv() => match s { Some(s) => s, None => return },
+                    s = sessions.recv() => match s { Some(s) => s, None => return },
                 };
                 tokio::spawn(ingest::serve_publisher(
                     s,
                     ingest_tx.clone(),
+                    publishers.clone(),
                     channels.clone(),
                     sd.clone(),
                 ));
@@ -178,16 +255,15 @@ impl Origin {
 }
 
 /// The sequencer task: where every tick gets its seq. Drains what is queued (no waiting)
-/// and hands the numbered batch to the hub.
+/// and hands the numbered batch to the hub, which commits and acknowledges.
 async fn sequence(
     mut seq: Sequencer,
     clock: Arc<dyn Clock>,
     mut rx: mpsc::Receiver<Ingest>,
-    hub: mpsc::Sender<Vec<Tick>>,
+    hub: mpsc::Sender<Vec<Sequenced>>,
+    publishers: Publishers,
     shutdown: CancellationToken,
 ) {
-    // Highest id numbered per publisher: a resent record is not numbered twice.
-    let mut published: BTreeMap<Arc<str>, u64> = BTreeMap::new();
     let mut buf = Vec::with_capacity(1024);
     loop {
         let n = tokio::select! {
@@ -203,7 +279,10 @@ async fn sequence(
         for ing in buf.drain(..) {
             match ing {
                 Ingest::Local { channel, payload } => match seq.next(channel, now, payload) {
-                    Some(t) => ticks.push(t),
+                    Some(tick) => ticks.push(Sequenced {
+                        tick,
+                        publish: None,
+                    }),
                     None => warn!(channel, "dropping tick for unknown channel"),
                 },
                 Ingest::Published {
@@ -211,19 +290,29 @@ async fn sequence(
                     id,
                     channel,
                     payload,
-                    ack,
                 } => {
-                    let last = published.entry(publisher.clone()).or_insert(0);
-                    if id > *last {
-                        match seq.next(channel, now, payload) {
-                            Some(t) => ticks.push(t),
-                            None => {
-                                warn!(%publisher, channel, "dropping published tick for unknown channel")
-                            }
-                        }
-                        *last = id;
+                    let mut reg = publishers.lock().expect("publishers lock");
+                    let Some(st) = reg.get_mut(&publisher) else {
+                        continue;
+                    };
+                    // A resent record already numbered is not numbered twice.
+                    if id <= st.numbered {
+                        continue;
                     }
-                    ack.send_replace(*last);
+                    st.numbered = id;
+                    match seq.next(channel, now, payload) {
+                        Some(tick) => ticks.push(Sequenced {
+                            tick,
+                            publish: Some(PublishRef {
+                                publisher: publisher.clone(),
+                                id,
+                                ack: st.committed.clone(),
+                            }),
+                        }),
+                        None => {
+                            warn!(%publisher, channel, "dropping published tick for unknown channel")
+                        }
+                    }
                 }
             }
         }

@@ -163,6 +163,24 @@ pub enum Control {
         /// Highest contiguous publisher id accepted.
         up_to: u64,
     },
+    /// Standby origin → primary origin: "I hold every tick up to these heads". The primary
+    /// releases ticks to everyone else, and acknowledges publishers, only up to them.
+    Confirm {
+        /// Contiguous heads per channel.
+        heads: Vec<ChannelHead>,
+    },
+    /// Primary origin → standby origin: publisher `publisher`'s record `id` was numbered
+    /// `seq` on `channel` (so a taking-over standby numbers no record twice).
+    PublishMark {
+        /// Publisher name.
+        publisher: String,
+        /// The publisher's record id.
+        id: u64,
+        /// Channel.
+        channel: ChannelId,
+        /// The seq it was given.
+        seq: Seq,
+    },
 }
 
 /// A tick as submitted by a publisher, before the origin numbers it.
@@ -531,6 +549,18 @@ mod tests {
                 range: SeqRange::new(1, 100),
             },
             Control::PublishAck { up_to: 77 },
+            Control::Confirm {
+                heads: vec![ChannelHead {
+                    channel: 1,
+                    head: 9,
+                }],
+            },
+            Control::PublishMark {
+                publisher: "feed".into(),
+                id: 3,
+                channel: 1,
+                seq: 12,
+            },
         ];
         for m in msgs {
             let f = encode_control_frame(&m);

@@ -81,6 +81,15 @@ impl Ring {
         Insert::Stored
     }
 
+    /// Drops every tick above `seq` (a standby origin discarding what the dead primary
+    /// numbered but never confirmed: the new epoch numbers those seqs afresh).
+    pub fn truncate_above(&mut self, seq: Seq) {
+        while self.ticks.back().is_some_and(|t| t.seq > seq) {
+            let t = self.ticks.pop_back().expect("non-empty");
+            self.bytes -= t.weight();
+        }
+    }
+
     /// Lowest seq still retrievable (the floor); ranges below it are gone.
     pub fn floor(&self) -> Seq {
         self.floor
@@ -225,6 +234,9 @@ mod tests {
         assert_eq!(seqs, vec![1, 2, 4, 5, 7]);
         assert_eq!(r.get(5).map(|t| t.seq), Some(5));
         assert!(r.get(3).is_none());
+        r.truncate_above(4);
+        assert_eq!(r.newest(), Some(4));
+        assert_eq!(r.len(), 3);
     }
 
     #[test]

@@ -63,6 +63,18 @@ fn invalid(entry: &str, field: &str, problem: impl Into<String>) -> TopologyErro
     }
 }
 
+/// The same error, reported against another field (for nested tables).
+fn rename_field(e: TopologyError, field: &str) -> TopologyError {
+    match e {
+        TopologyError::Invalid { entry, problem, .. } => TopologyError::Invalid {
+            entry,
+            field: field.to_owned(),
+            problem,
+        },
+        other => other,
+    }
+}
+
 /// What a named peer is in the topology.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum PeerRole {
@@ -226,6 +238,9 @@ pub struct Topology {
     pub tls_dir: PathBuf,
     /// The origin.
     pub origin: OriginSpec,
+    /// The standby origin (`[origin] standby = { name, listen }`): it receives the
+    /// origin's stream and takes over the numbering, under a higher epoch, if the origin dies.
+    pub origin_standby: Option<OriginSpec>,
     /// Relays, in file order.
     pub relays: Vec<RelaySpec>,
     /// Consumers, in file order.
@@ -257,7 +272,7 @@ impl Topology {
 
     /// The role of `name`, or `None` if no entry has that name.
     pub fn role_of(&self, name: &str) -> Option<PeerRole> {
-        if self.origin.name == name {
+        if self.origin_spec(name).is_some() {
             Some(PeerRole::Origin)
         } else if self.relay(name).is_some() {
             Some(PeerRole::Relay)
@@ -282,8 +297,8 @@ impl Topology {
 
     /// Listen address of the origin or relay called `name`.
     pub fn listen_addr(&self, name: &str) -> Option<SocketAddr> {
-        if self.origin.name == name {
-            Some(self.origin.listen)
+        if let Some(o) = self.origin_spec(name) {
+            Some(o.listen)
         } else {
             self.relay(name).map(|r| r.listen)
         }
@@ -291,11 +306,26 @@ impl Topology {
 
     /// Ring limits of the origin or relay called `name`.
     pub fn ring_of(&self, name: &str) -> Option<RingLimits> {
-        if self.origin.name == name {
-            Some(self.origin.ring)
+        if let Some(o) = self.origin_spec(name) {
+            Some(o.ring)
         } else {
             self.relay(name).map(|r| r.ring)
         }
+    }
+
+    /// The origin or the standby origin called `name`.
+    pub fn origin_spec(&self, name: &str) -> Option<&OriginSpec> {
+        std::iter::once(&self.origin)
+            .chain(self.origin_standby.as_ref())
+            .find(|o| o.name == name)
+    }
+
+    /// Names of the origins in takeover order: the origin, then its standby if any.
+    pub fn origin_names(&self) -> Vec<String> {
+        std::iter::once(&self.origin)
+            .chain(self.origin_standby.as_ref())
+            .map(|o| o.name.clone())
+            .collect()
     }
 
     /// Upstreams a relay may subscribe to, in order: its parent, then the parent's standby
@@ -318,6 +348,9 @@ impl Topology {
 
     /// The standby sibling named by the relay `primary`.
     pub fn standby_of(&self, primary: &str) -> Option<&str> {
+        if primary == self.origin.name {
+            return self.origin_standby.as_ref().map(|o| o.name.as_str());
+        }
         self.relay(primary)?.standby.as_deref()
     }
 
@@ -332,6 +365,7 @@ impl Topology {
     /// Names of the nodes that listen: the origin, then the relays in file order.
     pub fn node_names(&self) -> Vec<&str> {
         std::iter::once(self.origin.name.as_str())
+            .chain(self.origin_standby.iter().map(|o| o.name.as_str()))
             .chain(self.relays.iter().map(|r| r.name.as_str()))
             .collect()
     }
@@ -440,6 +474,15 @@ struct RawOrigin {
     region: String,
     listen: String,
     ring: Option<RawRing>,
+    standby: Option<RawOriginStandby>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOriginStandby {
+    name: String,
+    listen: String,
+    region: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -667,6 +710,21 @@ fn validate(raw: RawTopology) -> Result<Topology, TopologyError> {
         listen: parse_listen(&origin_entry, &o.listen)?,
         ring: node_ring(default_ring, o.ring.as_ref(), &origin_entry)?,
     };
+    // The standby origin takes the primary's ring and (unless given) its region.
+    let origin_standby = match &o.standby {
+        None => None,
+        Some(sb) => {
+            let entry = format!("origin standby {:?}", sb.name);
+            check_name(&entry, &sb.name).map_err(|e| rename_field(e, "standby.name"))?;
+            Some(OriginSpec {
+                name: sb.name.clone(),
+                region: sb.region.clone().unwrap_or_else(|| o.region.clone()),
+                listen: parse_listen(&entry, &sb.listen)
+                    .map_err(|e| rename_field(e, "standby.listen"))?,
+                ring: origin.ring,
+            })
+        }
+    };
     let mut relays = Vec::with_capacity(raw.relay.len());
     let mut relay_entries = Vec::with_capacity(raw.relay.len());
     for (i, r) in raw.relay.iter().enumerate() {
@@ -696,6 +754,11 @@ fn validate(raw: RawTopology) -> Result<Topology, TopologyError> {
 
     // Names are unique across all entries; listen addresses across listening nodes.
     let all_names = std::iter::once((PeerRole::Origin, 0, o.name.as_str()))
+        .chain(
+            o.standby
+                .iter()
+                .map(|sb| (PeerRole::Origin, 1, sb.name.as_str())),
+        )
         .chain(
             raw.relay
                 .iter()
@@ -735,12 +798,21 @@ fn validate(raw: RawTopology) -> Result<Topology, TopologyError> {
             ));
         }
     }
-    let listeners = std::iter::once((origin_entry.as_str(), origin.listen)).chain(
-        relay_entries
-            .iter()
-            .map(String::as_str)
-            .zip(relays.iter().map(|r| r.listen)),
-    );
+    let standby_entry = origin_standby
+        .as_ref()
+        .map(|sb| format!("origin standby {:?}", sb.name));
+    let listeners = std::iter::once((origin_entry.as_str(), origin.listen))
+        .chain(
+            standby_entry
+                .as_deref()
+                .zip(origin_standby.as_ref().map(|sb| sb.listen)),
+        )
+        .chain(
+            relay_entries
+                .iter()
+                .map(String::as_str)
+                .zip(relays.iter().map(|r| r.listen)),
+        );
     let mut bound: Vec<(&str, SocketAddr)> = Vec::new();
     for (entry, addr) in listeners {
         if let Some((other, _)) = bound.iter().find(|(_, a)| addrs_clash(*a, addr)) {
@@ -925,6 +997,7 @@ fn validate(raw: RawTopology) -> Result<Topology, TopologyError> {
         channels,
         tls_dir: PathBuf::from(tls_dir),
         origin,
+        origin_standby,
         relays,
         consumers,
         publishers: raw.publisher.into_iter().map(|p| p.name).collect(),
@@ -1353,6 +1426,24 @@ standby = \"r1-b\"
         );
         assert_invalid(&twice, "relay \"r3\"", "standby");
         assert!(problem(&twice).contains("already the standby of relay \"r1\""));
+    }
+
+    #[test]
+    fn origin_standby() {
+        let text = BASE.replace(
+            "listen = \"127.0.0.1:7000\"",
+            "listen = \"127.0.0.1:7000\"\nstandby = { name = \"origin-b\", listen = \"127.0.0.1:7001\" }",
+        );
+        assert_ne!(text, BASE, "BASE has the origin at 127.0.0.1:7000");
+        let t = Topology::from_toml_str(&text).unwrap();
+        assert_eq!(t.role_of("origin-b"), Some(PeerRole::Origin));
+        assert_eq!(t.origin_names(), vec!["origin", "origin-b"]);
+        assert_eq!(t.standby_of("origin"), Some("origin-b"));
+        assert!(t.node_names().contains(&"origin-b"));
+        let clash = text.replace("127.0.0.1:7001", "127.0.0.1:7000");
+        assert_invalid(&clash, "origin standby \"origin-b\"", "listen");
+        let bad = text.replace("name = \"origin-b\"", "name = \"Origin B\"");
+        assert_invalid(&bad, "origin standby \"Origin B\"", "standby.name");
     }
 
     #[test]

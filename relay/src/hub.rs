@@ -64,6 +64,37 @@ pub struct Hub {
     resume: ResumePoints,
     /// Heads as the heartbeat tasks see them.
     heads: Arc<Heads>,
+    /// Highest origin epoch seen: ticks of older epochs are refused (no split brain).
+    max_epoch: u32,
+    /// Origin side of the commit gate; see [`Gate`].
+    gate: Gate,
+    /// Standby-origin side: what it learns from the primary, and how it takes over.
+    standby: Option<StandbyState>,
+}
+
+/// The origin's commit gate. With a standby origin connected, each numbered tick goes to
+/// the standby first and waits here; it reaches everyone else, and its publisher is
+/// acknowledged, once the standby confirms holding it. So whatever a consumer has seen or
+/// a publisher was told is safe survives the primary's death.
+#[derive(Default)]
+struct Gate {
+    /// The standby origin's child id, while connected.
+    child: Option<u64>,
+    /// Numbered, sent to the standby, not yet confirmed.
+    pending: std::collections::VecDeque<crate::Sequenced>,
+}
+
+/// A standby origin before its takeover.
+struct StandbyState {
+    takeover: Option<tokio::sync::oneshot::Sender<crate::Takeover>>,
+    /// Publisher record numbering, per publisher: (id, channel, seq), oldest first.
+    marks: BTreeMap<String, std::collections::VecDeque<(u64, ChannelId, Seq)>>,
+    /// Heads last confirmed to the primary.
+    confirmed: BTreeMap<ChannelId, Seq>,
+    /// Connected to the primary at least once.
+    was_connected: bool,
+    /// Set when the primary is declared dead: the run loop then takes over.
+    promote: bool,
 }
 
 /// Each channel's head, shared with the per-child heartbeat tasks so heartbeats keep their
@@ -165,6 +196,9 @@ impl Hub {
                     .map(|c| (*c, AtomicU64::new(0)))
                     .collect(),
             )),
+            max_epoch: 0,
+            gate: Gate::default(),
+            standby: None,
         }
     }
 
@@ -175,6 +209,8 @@ impl Hub {
         mut hub_rx: mpsc::Receiver<HubMsg>,
         shutdown: CancellationToken,
     ) {
+        let link_shutdown = shutdown.child_token();
+        let mut after_takeover = None;
         let (mut local_rx, mut link) = match source {
             Source::Local(rx) => {
                 self.local = true;
@@ -183,24 +219,45 @@ impl Hub {
                 }
                 (Some(rx), None)
             }
+            Source::Standby {
+                primary,
+                takeover,
+                local,
+            } => {
+                self.standby = Some(StandbyState {
+                    takeover: Some(takeover),
+                    marks: BTreeMap::new(),
+                    confirmed: BTreeMap::new(),
+                    was_connected: false,
+                    promote: false,
+                });
+                after_takeover = Some(local);
+                let resume = resume_from_points(self.resume.clone());
+                let feeds = Feeds::spawn(
+                    vec![self.link_config(vec![primary])],
+                    self.endpoint.clone(),
+                    resume,
+                    1024,
+                    link_shutdown.clone(),
+                );
+                self.upstream = Some(feeds.cmds.clone());
+                (None, Some(feeds))
+            }
             Source::Parents(feeds) => {
-                let link_shutdown = shutdown.child_token();
                 // Each channel resumes at the first seq this node still lacks, so a failover
                 // loses nothing the new parent holds.
                 let resume = resume_from_points(self.resume.clone());
                 let cfgs = feeds
                     .into_iter()
-                    .map(|upstreams| LinkConfig {
-                        name: self.cfg.name.clone(),
-                        role: Role::Relay,
-                        upstreams,
-                        heartbeat: self.cfg.heartbeat,
-                        dead_after: self.cfg.dead_after,
-                        connect_timeout: Duration::from_secs(2),
-                        retry_pause: self.cfg.heartbeat,
-                    })
+                    .map(|upstreams| self.link_config(upstreams))
                     .collect();
-                let feeds = Feeds::spawn(cfgs, self.endpoint.clone(), resume, 1024, link_shutdown);
+                let feeds = Feeds::spawn(
+                    cfgs,
+                    self.endpoint.clone(),
+                    resume,
+                    1024,
+                    link_shutdown.clone(),
+                );
                 self.upstream = Some(feeds.cmds.clone());
                 (None, Some(feeds))
             }
@@ -261,38 +318,204 @@ impl Hub {
                 }
                 _ = sleep_until(nack_at), if nack_due.is_some() => {}
             }
+            if self.standby.as_ref().is_some_and(|s| s.promote) {
+                // The primary origin is dead: stop listening for it, number from here on.
+                link_shutdown.cancel();
+                link = None;
+                self.upstream = None;
+                local_rx = after_takeover.take();
+                self.take_over();
+            }
         }
         for c in self.children.values() {
             c.conn.close(tickcast_transport::CLOSE_OK, b"shutdown");
         }
     }
 
-    fn update_resume(&self) {
-        let mut r = self.resume.lock().expect("resume lock");
-        for (c, ch) in &self.chans {
-            if ch.tracker.is_started() {
-                r.insert(*c, Some(ch.tracker.next_expected()));
+    fn link_config(&self, upstreams: Vec<tickcast_client::Upstream>) -> LinkConfig {
+        LinkConfig {
+            name: self.cfg.name.clone(),
+            role: Role::Relay,
+            upstreams,
+            heartbeat: self.cfg.heartbeat,
+            dead_after: self.cfg.dead_after,
+            connect_timeout: Duration::from_secs(1),
+            retry_pause: self.cfg.heartbeat,
+        }
+    }
+
+    fn update_resume(&mut self) {
+        {
+            let mut r = self.resume.lock().expect("resume lock");
+            for (c, ch) in &self.chans {
+                if ch.tracker.is_started() {
+                    r.insert(*c, Some(ch.tracker.next_expected()));
+                }
+            }
+        }
+        // A standby origin tells the primary what it now holds (contiguously).
+        if let (Some(sb), Some(up)) = (&mut self.standby, &self.upstream) {
+            let mut heads = Vec::new();
+            for (c, ch) in &self.chans {
+                let held = ch.tracker.next_expected().saturating_sub(1);
+                if ch.tracker.is_started() && sb.confirmed.get(c) != Some(&held) {
+                    sb.confirmed.insert(*c, held);
+                    heads.push(ChannelHead {
+                        channel: *c,
+                        head: held,
+                    });
+                }
+            }
+            if !heads.is_empty() {
+                up.send_all(Control::Confirm { heads });
             }
         }
     }
 
     // ---- ticks entering this node ----
 
-    /// Numbered ticks from the local sequencer (origin).
-    fn on_local(&mut self, ticks: Vec<Tick>) {
-        for t in ticks {
+    /// Numbered ticks from the local sequencer (origin). With a standby origin connected
+    /// they go to it first and wait for its confirmation; otherwise they are committed now.
+    fn on_local(&mut self, batch: Vec<crate::Sequenced>) {
+        let mut to_standby: Vec<Tick> = Vec::new();
+        let mut marks: BTreeMap<Arc<str>, Control> = BTreeMap::new();
+        for s in batch {
+            let t = &s.tick;
             let Some(ch) = self.chans.get_mut(&t.channel) else {
                 continue;
             };
             self.stats.received.fetch_add(1, Relaxed);
-            ch.head = ch.head.max(t.seq);
-            self.heads.set(t.channel, ch.head);
+            self.max_epoch = self.max_epoch.max(t.epoch);
             // The sequencer never repeats a seq; keep the tracker's view in step anyway so
             // that `next_expected` means the same thing on every node.
             let _ = ch.tracker.on_seq(self.clock.now(), t.seq);
             ch.ring.insert(t.clone());
-            ch.batch.push(t);
+            if self.gate.child.is_some() {
+                to_standby.push(t.clone());
+                if let Some(p) = &s.publish {
+                    // Only the latest mark per publisher matters; ids only grow.
+                    marks.insert(
+                        p.publisher.clone(),
+                        Control::PublishMark {
+                            publisher: p.publisher.to_string(),
+                            id: p.id,
+                            channel: t.channel,
+                            seq: t.seq,
+                        },
+                    );
+                }
+                self.gate.pending.push_back(s);
+            } else {
+                self.commit(s);
+            }
         }
+        if let Some(standby) = self.gate.child {
+            let frames: Vec<Bytes> = marks.values().map(codec::encode_control_frame).collect();
+            self.send_ticks_to(standby, to_standby);
+            if !frames.is_empty() {
+                self.send_to(standby, Out::Frames(frames));
+            }
+        }
+    }
+
+    /// A tick is safe (the standby holds it, or there is no standby): announce it, send it
+    /// to every child, acknowledge its publisher.
+    fn commit(&mut self, s: crate::Sequenced) {
+        let t = s.tick;
+        let Some(ch) = self.chans.get_mut(&t.channel) else {
+            return;
+        };
+        ch.head = ch.head.max(t.seq);
+        self.heads.set(t.channel, ch.head);
+        ch.batch.push(t);
+        if let Some(p) = s.publish {
+            p.ack.send_if_modified(|v| {
+                let newer = p.id > *v;
+                *v = (*v).max(p.id);
+                newer
+            });
+        }
+    }
+
+    /// The standby origin holds everything up to `heads`: commit what waited for it.
+    fn on_confirm(&mut self, child: u64, heads: Vec<ChannelHead>) {
+        if self.gate.child != Some(child) {
+            return;
+        }
+        let held: BTreeMap<ChannelId, Seq> = heads.iter().map(|h| (h.channel, h.head)).collect();
+        while let Some(front) = self.gate.pending.front() {
+            let ok = held
+                .get(&front.tick.channel)
+                .is_some_and(|h| *h >= front.tick.seq);
+            if !ok {
+                break;
+            }
+            let s = self.gate.pending.pop_front().expect("front");
+            self.commit(s);
+        }
+        self.flush_batches();
+    }
+
+    /// The standby origin left: commit what waited for it (running unconfirmed until it is
+    /// back beats stopping the feed).
+    fn release_gate(&mut self) {
+        self.gate.child = None;
+        let pending = std::mem::take(&mut self.gate.pending);
+        if !pending.is_empty() {
+            warn!(node = %self.cfg.name, waiting = pending.len(), "standby origin gone; publishing unconfirmed");
+        }
+        for s in pending {
+            self.commit(s);
+        }
+        self.flush_batches();
+    }
+
+    /// Standby origin: the primary is dead. Keep what this node holds contiguously, drop
+    /// anything above it (the new epoch numbers those seqs afresh), and report where
+    /// numbering continues and which publisher records are already numbered.
+    fn take_over(&mut self) {
+        let Some(mut sb) = self.standby.take() else {
+            return;
+        };
+        let epoch = self.max_epoch.max(1) + 1;
+        let mut heads = BTreeMap::new();
+        for (c, ch) in self.chans.iter_mut() {
+            let head = if ch.tracker.is_started() {
+                ch.tracker.next_expected() - 1
+            } else {
+                0
+            };
+            ch.ring.truncate_above(head);
+            ch.tracker = GapTracker::new(self.cfg.gap);
+            ch.tracker.start_at(head + 1);
+            ch.head = head;
+            ch.early.clear();
+            self.heads.set(*c, head);
+            heads.insert(*c, head);
+        }
+        let published = sb
+            .marks
+            .iter()
+            .filter_map(|(p, marks)| {
+                marks
+                    .iter()
+                    .filter(|(_, c, seq)| heads.get(c).is_some_and(|h| seq <= h))
+                    .map(|(id, _, _)| *id)
+                    .max()
+                    .map(|id| (p.clone(), id))
+            })
+            .collect();
+        self.local = true;
+        self.max_epoch = epoch;
+        warn!(node = %self.cfg.name, epoch, ?heads, "primary origin dead: taking over");
+        if let Some(tx) = sb.takeover.take() {
+            let _ = tx.send(crate::Takeover {
+                heads,
+                epoch,
+                published,
+            });
+        }
+        self.cfg.serving.store(true, Relaxed);
     }
 
     fn on_inbound(&mut self, now: Instant, feed: usize, m: Inbound) {
@@ -304,6 +527,10 @@ impl Hub {
             } => {
                 self.stats.upstream_connects.fetch_add(1, Relaxed);
                 info!(node = %self.cfg.name, %upstream, "upstream connected");
+                if let Some(sb) = &mut self.standby {
+                    sb.was_connected = true;
+                    sb.confirmed.clear(); // tell the (new) session what we hold
+                }
                 for st in welcome.channels {
                     let Some(ch) = self.chans.get_mut(&st.channel) else {
                         continue;
@@ -404,6 +631,31 @@ impl Hub {
             Inbound::Unavailable { channel, range } => self.on_unavailable(channel, range),
             Inbound::Disconnected { upstream, reason } => {
                 debug!(node = %self.cfg.name, %upstream, %reason, "upstream session ended");
+                if let Some(sb) = &mut self.standby
+                    && sb.was_connected
+                {
+                    sb.promote = true;
+                }
+            }
+            Inbound::Mark {
+                publisher,
+                id,
+                channel,
+                seq,
+            } => {
+                if let Some(sb) = &mut self.standby {
+                    let q = sb.marks.entry(publisher).or_default();
+                    q.push_back((id, channel, seq));
+                    // Keep the marks the takeover may need: those above what is confirmed,
+                    // plus the newest at or below it.
+                    let confirmed = sb.confirmed.get(&channel).copied().unwrap_or(0);
+                    while q.len() > 1
+                        && q.get(1)
+                            .is_some_and(|(_, c, s)| *c == channel && *s <= confirmed)
+                    {
+                        q.pop_front();
+                    }
+                }
             }
         }
     }
@@ -413,6 +665,12 @@ impl Hub {
         let Some(ch) = self.chans.get_mut(&t.channel) else {
             return Ok(false);
         };
+        if t.epoch < self.max_epoch {
+            // A superseded origin's tick: never two different ticks for one seq.
+            self.stats.superseded.fetch_add(1, Relaxed);
+            return Ok(false);
+        }
+        self.max_epoch = t.epoch;
         if !ch.tracker.is_started() {
             // Live datagrams can overtake the welcome: keep them (bounded) for after it.
             if ch.early.len() < self.cfg.ring.max_ticks {
@@ -509,26 +767,8 @@ impl Hub {
 
     /// Sends a datagram of `channel` to every child subscribed to it.
     fn fan_out_datagram(&mut self, channel: ChannelId, dgram: &Bytes, ticks: &[Tick]) {
-        let mut fallback = Vec::new();
-        for (id, c) in &self.children {
-            if !c.hello.subscriptions.iter().any(|s| s.channel == channel) {
-                continue;
-            }
-            match c.conn.send_datagram(dgram.clone()) {
-                Ok(()) => {
-                    self.stats.datagrams_out.fetch_add(1, Relaxed);
-                }
-                // The path MTU toward this child is smaller: send these ticks reliably.
-                Err(SendDatagramError::TooLarge) => fallback.push(*id),
-                // Connection gone or datagrams refused: the reader task reports it.
-                Err(_) => {}
-            }
-        }
-        if !fallback.is_empty() {
-            let frames = tick_frames(ticks);
-            for id in fallback {
-                self.send_to(id, Out::Frames(frames.clone()));
-            }
+        for id in self.subscribers(channel) {
+            self.send_datagram_to(id, dgram.clone(), ticks);
         }
     }
 
@@ -541,31 +781,80 @@ impl Hub {
             if batch.is_empty() {
                 continue;
             }
-            let mut b = DatagramBuilder::new(self.cfg.max_datagram);
-            let mut in_dgram: Vec<Tick> = Vec::new();
-            for t in batch {
-                if codec::single_tick_datagram_len(t.payload.len()) > self.cfg.max_datagram {
-                    self.fan_out_stream(channel, t);
-                    continue;
-                }
-                if !b.fits(&t) {
-                    let d = b.finish().expect("non-empty batch");
-                    self.fan_out_datagram(channel, &d, &in_dgram);
-                    in_dgram.clear();
-                }
-                b.push(&t);
-                in_dgram.push(t);
+            let (dgrams, large) = self.pack(batch);
+            for (d, ticks) in dgrams {
+                self.fan_out_datagram(channel, &d, &ticks);
             }
-            if let Some(d) = b.finish() {
-                self.fan_out_datagram(channel, &d, &in_dgram);
+            for t in large {
+                self.fan_out_stream(channel, t);
             }
         }
     }
 
-    /// Ids of the children subscribed to `channel`.
+    /// Packs ticks of one channel into as few datagrams as fit; ticks too large for any
+    /// datagram come back separately (they travel on streams).
+    fn pack(&self, ticks: Vec<Tick>) -> (Vec<(Bytes, Vec<Tick>)>, Vec<Tick>) {
+        let mut b = DatagramBuilder::new(self.cfg.max_datagram);
+        let mut out = Vec::new();
+        let mut large = Vec::new();
+        let mut in_dgram: Vec<Tick> = Vec::new();
+        for t in ticks {
+            if codec::single_tick_datagram_len(t.payload.len()) > self.cfg.max_datagram {
+                large.push(t);
+                continue;
+            }
+            if !b.fits(&t) {
+                let d = b.finish().expect("non-empty batch");
+                out.push((d, std::mem::take(&mut in_dgram)));
+            }
+            b.push(&t);
+            in_dgram.push(t);
+        }
+        if let Some(d) = b.finish() {
+            out.push((d, in_dgram));
+        }
+        (out, large)
+    }
+
+    /// Sends ticks (possibly of several channels) to one child only.
+    fn send_ticks_to(&mut self, child: u64, ticks: Vec<Tick>) {
+        let mut by_channel: BTreeMap<ChannelId, Vec<Tick>> = BTreeMap::new();
+        for t in ticks {
+            by_channel.entry(t.channel).or_default().push(t);
+        }
+        for (_, ticks) in by_channel {
+            let (dgrams, large) = self.pack(ticks);
+            for (d, ticks) in dgrams {
+                self.send_datagram_to(child, d, &ticks);
+            }
+            for t in large {
+                self.send_to(child, Out::Uni(t));
+            }
+        }
+    }
+
+    /// One datagram to one child; reliably on its stream if its path MTU is too small.
+    fn send_datagram_to(&mut self, child: u64, d: Bytes, ticks: &[Tick]) {
+        let Some(c) = self.children.get(&child) else {
+            return;
+        };
+        match c.conn.send_datagram(d) {
+            Ok(()) => {
+                self.stats.datagrams_out.fetch_add(1, Relaxed);
+            }
+            Err(SendDatagramError::TooLarge) => {
+                self.send_to(child, Out::Frames(tick_frames(ticks)));
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Ids of the children subscribed to `channel` that live ticks are fanned out to (all
+    /// but a gating standby origin, which got them before they were committed).
     fn subscribers(&self, channel: ChannelId) -> Vec<u64> {
         self.children
             .iter()
+            .filter(|(id, _)| self.gate.child != Some(**id))
             .filter(|(_, c)| c.hello.subscriptions.iter().any(|s| s.channel == channel))
             .map(|(id, _)| *id)
             .collect()
@@ -629,9 +918,13 @@ impl Hub {
                     self.answer(child, channel, r);
                 }
             }
+            HubMsg::Confirm { child, heads } => self.on_confirm(child, heads),
             HubMsg::Gone { child } => {
                 if let Some(c) = self.children.remove(&child) {
                     debug!(node = %self.cfg.name, child = %c.name, "child left");
+                }
+                if self.gate.child == Some(child) {
+                    self.release_gate();
                 }
                 for ch in self.chans.values_mut() {
                     for f in ch.fetches.values_mut() {
@@ -670,6 +963,11 @@ impl Hub {
         }
         let id = child.id;
         let subs: Vec<Subscribe> = child.hello.subscriptions.clone();
+        if self.local && self.cfg.standby.as_deref() == Some(child.name.as_str()) {
+            // Our standby origin: from now on ticks wait for its confirmation.
+            info!(node = %self.cfg.name, standby = %child.name, "standby origin connected; gating on its confirmations");
+            self.gate.child = Some(id);
+        }
         spawn_heartbeats(
             child.conn.clone(),
             subs.iter().map(|s| s.channel).collect(),
@@ -694,10 +992,16 @@ impl Hub {
         let Some(ch) = self.chans.get_mut(&channel) else {
             return;
         };
-        if r.first > ch.head {
+        // Children see committed ticks only; the gating standby origin sees all it is sent.
+        let limit = if self.gate.child == Some(child) {
+            ch.ring.newest().unwrap_or(ch.head).max(ch.head)
+        } else {
+            ch.head
+        };
+        if r.first > limit {
             return; // nothing of it exists here yet
         }
-        let r = SeqRange::new(r.first, r.last.min(ch.head));
+        let r = SeqRange::new(r.first, r.last.min(limit));
         let look = ch.ring.lookup(r, self.cfg.max_answer);
         let mut unavailable: Vec<SeqRange> = Vec::new();
         let mut fetch: Option<SeqRange> = None;

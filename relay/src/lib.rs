@@ -30,6 +30,39 @@ pub use server::PublisherSession;
 /// Decides whether a peer that proved `name` (by certificate) may connect in `role`.
 pub type Authorize = Arc<dyn Fn(&str, Role) -> Result<(), String> + Send + Sync>;
 
+/// A numbered tick from the origin's sequencer, with the publisher record it came from
+/// (acknowledged to the publisher once the tick is committed).
+#[derive(Debug)]
+pub struct Sequenced {
+    /// The tick.
+    pub tick: Tick,
+    /// The publisher record, if a QUIC publisher sent it.
+    pub publish: Option<PublishRef>,
+}
+
+/// Which publisher record a tick is, and where to acknowledge it.
+#[derive(Debug, Clone)]
+pub struct PublishRef {
+    /// Publisher name.
+    pub publisher: Arc<str>,
+    /// The publisher's record id.
+    pub id: u64,
+    /// Receives the highest id committed.
+    pub ack: tokio::sync::watch::Sender<u64>,
+}
+
+/// What a standby origin knows when it takes over: where to continue numbering, under
+/// which epoch, and which publisher records are already numbered.
+#[derive(Debug, Clone, Default)]
+pub struct Takeover {
+    /// Last seq held (contiguously) per channel: numbering continues after it.
+    pub heads: std::collections::BTreeMap<ChannelId, tickcast_proto::Seq>,
+    /// The new epoch (higher than any seen).
+    pub epoch: u32,
+    /// Highest publisher record id numbered (at or below `heads`), per publisher.
+    pub published: std::collections::BTreeMap<String, u64>,
+}
+
 /// Where a node's ticks come from.
 pub enum Source {
     /// Subscribe upstream through one or more feeds at once, each a list of candidates
@@ -37,7 +70,18 @@ pub enum Source {
     /// its primary, and its primary's parent).
     Parents(Vec<Vec<Upstream>>),
     /// Numbered ticks from the local sequencer (the origin).
-    Local(mpsc::Receiver<Vec<Tick>>),
+    Local(mpsc::Receiver<Vec<Sequenced>>),
+    /// A standby origin: subscribes to the primary origin (and confirms what it holds)
+    /// until the primary is declared dead; then reports a [`Takeover`] and serves what the
+    /// local sequencer numbers from then on.
+    Standby {
+        /// The primary origin.
+        primary: Upstream,
+        /// Where the takeover is reported.
+        takeover: tokio::sync::oneshot::Sender<Takeover>,
+        /// Ticks the local sequencer numbers after the takeover.
+        local: mpsc::Receiver<Vec<Sequenced>>,
+    },
 }
 
 /// Relay settings.
@@ -67,6 +111,12 @@ pub struct RelayConfig {
     pub authorize: Authorize,
     /// Where publisher connections go (the origin sets this; relays refuse publishers).
     pub publishers: Option<mpsc::Sender<PublisherSession>>,
+    /// (Origin) the standby origin's name: ticks reach everyone else, and publishers are
+    /// acknowledged, only once it confirms holding them.
+    pub standby: Option<String>,
+    /// Whether this node accepts children and publishers (a standby origin waits until it
+    /// takes over, so nothing it holds unconfirmed leaks).
+    pub serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RelayConfig {
@@ -87,9 +137,11 @@ impl RelayConfig {
             max_datagram: 1150,
             child_queue: 4096,
             max_answer: 8192,
-            stall_attempts: 6,
+            stall_attempts: 10,
             authorize,
             publishers: None,
+            standby: None,
+            serving: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 }
@@ -119,6 +171,8 @@ pub struct RelayStats {
     pub child_drops: AtomicU64,
     /// Children currently connected.
     pub children: AtomicU64,
+    /// Ticks refused because a newer origin epoch was already seen (no split brain).
+    pub superseded: AtomicU64,
     /// Upstream sessions started.
     pub upstream_connects: AtomicU64,
 }

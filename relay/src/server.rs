@@ -52,6 +52,13 @@ pub enum HubMsg {
         /// Ranges.
         ranges: Vec<SeqRange>,
     },
+    /// The standby origin confirms holding everything up to these heads.
+    Confirm {
+        /// Child id.
+        child: u64,
+        /// Heads per channel.
+        heads: Vec<tickcast_proto::codec::ChannelHead>,
+    },
     /// A child went away.
     Gone {
         /// Child id.
@@ -156,6 +163,18 @@ async fn admit(
         )
     })?;
     (cfg.authorize)(&hello.name, hello.role).map_err(|e| (CLOSE_REFUSED, e))?;
+    // A standby origin not serving yet holds the peer a moment: if the primary has just
+    // died, the takeover is imminent and the peer gets its welcome as soon as it happens.
+    let hold_until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !cfg.serving.load(std::sync::atomic::Ordering::Relaxed) {
+        if tokio::time::Instant::now() >= hold_until {
+            return Err((
+                CLOSE_REFUSED,
+                format!("{} is a standby origin and not serving yet", cfg.name),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     if hello.role == Role::Publisher {
         let Some(sink) = &cfg.publishers else {
             return Err((CLOSE_REFUSED, format!("{} accepts no publishers", cfg.name)));
@@ -236,6 +255,15 @@ async fn child_reader(
                         channel,
                         ranges,
                     })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(Frame::Control(Control::Confirm { heads })) => {
+                if hub
+                    .send(HubMsg::Confirm { child: id, heads })
                     .await
                     .is_err()
                 {

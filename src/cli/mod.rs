@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod failover;
 pub mod harness;
 pub mod node;
 pub mod report;

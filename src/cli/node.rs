@@ -64,12 +64,12 @@ type Feed = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 /// Runs `tickcast origin`.
 pub async fn run_origin(a: OriginArgs) -> Result<std::process::ExitCode> {
     let topo = a.topology.load()?;
-    if a.name != topo.origin.name {
+    if topo.origin_spec(&a.name).is_none() {
         bail!(
-            "{:?} is not the origin of {} (the origin is {:?})",
+            "{:?} is not an origin of {} (origins: {:?})",
             a.name,
             a.topology.topology.display(),
-            topo.origin.name
+            topo.origin_names()
         );
     }
     check_certs(&topo, &a.name)?;
@@ -78,9 +78,10 @@ pub async fn run_origin(a: OriginArgs) -> Result<std::process::ExitCode> {
     let interrupt = interrupt_token();
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let (handle, stats) = start_origin(&topo, &certs, clock.clone(), &tasks, &shutdown)?;
+    let (handle, stats) = start_origin(&topo, &a.name, &certs, clock.clone(), &tasks, &shutdown)?;
     tasks.close();
-    info!(node = %a.name, listen = %topo.origin.listen, "origin serving");
+    let listen = topo.listen_addr(&a.name).expect("origin address");
+    info!(node = %a.name, %listen, "origin serving");
     let feed: Feed = if a.stdin {
         Box::pin(stdin_feed(handle, interrupt.clone()))
     } else if let Some(rate) = a.rate {

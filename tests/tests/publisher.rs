@@ -24,7 +24,7 @@ async fn published_ticks_are_numbered_once_and_reach_every_consumer() {
     let drains = drain_all(net.consumers, n).await;
 
     let ep = bind_at("127.0.0.1:0".parse().unwrap(), "feed", &certs, false).unwrap();
-    let origins = upstreams(&topo, &[topo.origin.name.clone()]).unwrap();
+    let origins = upstreams(&topo, &topo.origin_names()).unwrap();
     let mut publisher = Publisher::connect(PublisherConfig::new("feed", origins), ep)
         .await
         .expect("publisher connects");
