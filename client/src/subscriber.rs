@@ -116,7 +116,7 @@ impl ClientConfig {
                 upstreams,
                 heartbeat: self.heartbeat,
                 dead_after: self.dead_after,
-                connect_timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(2),
                 retry_pause: self.heartbeat,
             })
             .collect()

@@ -339,7 +339,7 @@ impl Hub {
             upstreams,
             heartbeat: self.cfg.heartbeat,
             dead_after: self.cfg.dead_after,
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
             retry_pause: self.cfg.heartbeat,
         }
     }
@@ -584,7 +584,7 @@ impl Hub {
             Inbound::Datagram { raw, ticks } => {
                 let channel = ticks[0].channel;
                 let same_channel = ticks.iter().all(|t| t.channel == channel);
-                let mut all_new = same_channel && raw.len() <= self.cfg.max_datagram;
+                let mut all_new = same_channel;
                 let mut fresh = Vec::with_capacity(ticks.len());
                 for t in ticks {
                     match self.accept(now, &t) {
@@ -794,12 +794,27 @@ impl Hub {
     /// Packs ticks of one channel into as few datagrams as fit; ticks too large for any
     /// datagram come back separately (they travel on streams).
     fn pack(&self, ticks: Vec<Tick>) -> (Vec<(Bytes, Vec<Tick>)>, Vec<Tick>) {
-        let mut b = DatagramBuilder::new(self.cfg.max_datagram);
+        self.pack_for(ticks, self.datagram_size())
+    }
+
+    /// The datagram size every child can take: the smallest path limit, capped.
+    fn datagram_size(&self) -> usize {
+        self.children
+            .values()
+            .filter_map(|c| c.conn.max_datagram_size())
+            .min()
+            .unwrap_or(1150)
+            .min(self.cfg.max_datagram)
+    }
+
+    /// [`pack`](Self::pack) for datagrams of at most `size` bytes.
+    fn pack_for(&self, ticks: Vec<Tick>, size: usize) -> (Vec<(Bytes, Vec<Tick>)>, Vec<Tick>) {
+        let mut b = DatagramBuilder::new(size);
         let mut out = Vec::new();
         let mut large = Vec::new();
         let mut in_dgram: Vec<Tick> = Vec::new();
         for t in ticks {
-            if codec::single_tick_datagram_len(t.payload.len()) > self.cfg.max_datagram {
+            if codec::single_tick_datagram_len(t.payload.len()) > size {
                 large.push(t);
                 continue;
             }
@@ -833,7 +848,9 @@ impl Hub {
         }
     }
 
-    /// One datagram to one child; reliably on its stream if its path MTU is too small.
+    /// One datagram to one child. If its path takes less (an upstream datagram bigger than
+    /// this child's MTU), the ticks are re-packed to its size; a tick too big for any
+    /// datagram goes on a stream.
     fn send_datagram_to(&mut self, child: u64, d: Bytes, ticks: &[Tick]) {
         let Some(c) = self.children.get(&child) else {
             return;
@@ -843,7 +860,17 @@ impl Hub {
                 self.stats.datagrams_out.fetch_add(1, Relaxed);
             }
             Err(SendDatagramError::TooLarge) => {
-                self.send_to(child, Out::Frames(tick_frames(ticks)));
+                let size = c.conn.max_datagram_size().unwrap_or(0);
+                let (dgrams, large) = self.pack_for(ticks.to_vec(), size);
+                let c = &self.children[&child];
+                for (d, _) in dgrams {
+                    if c.conn.send_datagram(d).is_ok() {
+                        self.stats.datagrams_out.fetch_add(1, Relaxed);
+                    }
+                }
+                for t in large {
+                    self.send_to(child, Out::Uni(t));
+                }
             }
             Err(_) => {}
         }

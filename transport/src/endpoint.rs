@@ -70,6 +70,11 @@ pub struct QuicTuning {
     pub stream_window: u64,
     /// Maximum concurrent unidirectional streams the peer may open. Default 1024.
     pub max_uni_streams: u32,
+    /// Largest UDP payload path-MTU discovery may probe for. Default 8952 (jumbo frames):
+    /// discovery settles on what the path really carries (about 1452 on the Internet), so
+    /// this only lets paths that allow more (loopback, jumbo-frame LANs) batch more ticks
+    /// into each packet.
+    pub mtu_upper_bound: u16,
 }
 
 impl Default for QuicTuning {
@@ -81,6 +86,7 @@ impl Default for QuicTuning {
             datagram_send_buffer: 4 << 20,
             stream_window: 8 << 20,
             max_uni_streams: 1024,
+            mtu_upper_bound: 8952,
         }
     }
 }
@@ -113,6 +119,9 @@ impl QuicTuning {
             .receive_window(conn_recv_window)
             .send_window(conn_window)
             .max_concurrent_uni_streams(VarInt::from_u32(self.max_uni_streams));
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.mtu_upper_bound.max(1200));
+        cfg.mtu_discovery_config(Some(mtu));
         Ok(cfg)
     }
 }
