@@ -36,6 +36,8 @@ enum Command {
     Tail(cli::tail::TailArgs),
     /// Write a fresh CA and a certificate for every node of the topology.
     Certs(cli::certs::CertsArgs),
+    /// Run a netsim scenario: the real nodes over simulated geo links; writes a report.
+    Sim(cli::sim::SimArgs),
     /// Run the topology at several feed rates and report delivery, latency and CPU cost;
     /// exits 1 if any run lost, duplicated, reordered or missed a tick.
     Bench(cli::bench::BenchArgs),
@@ -67,6 +69,7 @@ async fn main() -> ExitCode {
         Command::Tail(a) => cli::tail::run(a).await,
         Command::Certs(a) => cli::certs::run(a),
         Command::Bench(a) => cli::bench::run(a).await,
+        Command::Sim(a) => cli::sim::run(a).await,
         Command::Failover(a) => cli::failover::run(a).await,
     };
     match result {

@@ -83,7 +83,13 @@ pub async fn run(
         let end = cfg.duration.is_some_and(|d| elapsed >= d);
         let horizon = cfg.duration.map_or(elapsed, |d| elapsed.min(d));
         // Steady ticks are scheduled on the rate grid.
-        let steady_due = (horizon.as_secs_f64() * cfg.rate).floor() as u64;
+        // Tick k is scheduled at k·period: once that instant has passed, it is due.
+        let steady_due = (horizon.as_secs_f64() * cfg.rate).floor() as u64 + 1;
+        let steady_due = match cfg.duration {
+            // A run of duration d sends exactly d·rate steady ticks.
+            Some(d) => steady_due.min((d.as_secs_f64() * cfg.rate).round() as u64),
+            None => steady_due,
+        };
         while steady_sent < steady_due {
             let at = start_us + (steady_sent as f64 * period_us) as u64;
             origin

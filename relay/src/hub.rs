@@ -135,6 +135,7 @@ fn spawn_heartbeats(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = conn.closed() => return,
                 _ = tick.tick() => {
                     if conn.send_datagram(heads.heartbeat(&channels)).is_err() {
@@ -283,16 +284,11 @@ impl Hub {
             let nack_at = nack_due
                 .map(TokioInstant::from_std)
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
-            // Unbiased: children's requests and the tick flow take turns; neither starves.
+            // Biased, so a run is reproducible (netsim); fairness comes from each branch
+            // also draining what the other inputs have queued, so neither starves.
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
-                m = hub_rx.recv() => {
-                    let Some(m) = m else { break };
-                    self.on_hub_msg(m);
-                    while let Ok(m) = hub_rx.try_recv() {
-                        self.on_hub_msg(m);
-                    }
-                }
                 batch = async { local_rx.as_mut().expect("local source").recv().await }, if local_rx.is_some() => {
                     let Some(batch) = batch else { break };
                     self.on_local(batch);
@@ -316,7 +312,21 @@ impl Hub {
                     self.flush_batches();
                     self.update_resume();
                 }
+                m = hub_rx.recv() => {
+                    let Some(m) = m else { break };
+                    self.on_hub_msg(m);
+                    while let Ok(m) = hub_rx.try_recv() {
+                        self.on_hub_msg(m);
+                    }
+                }
                 _ = sleep_until(nack_at), if nack_due.is_some() => {}
+            }
+            // Children's requests never wait behind a busy tick flow.
+            for _ in 0..1024 {
+                match hub_rx.try_recv() {
+                    Ok(m) => self.on_hub_msg(m),
+                    Err(_) => break,
+                }
             }
             if self.standby.as_ref().is_some_and(|s| s.promote) {
                 // The primary origin is dead: stop listening for it, number from here on.

@@ -14,7 +14,7 @@
 //! * the **gap**: the longest pause between two deliveries to one consumer, the later one
 //!   after the kill (insensitive to a backlog: it is the outage as the consumer lives it);
 //! * ticks **lost** (reported `Lost`), **undelivered** (neither delivered nor reported
-//!   lost once the feed ended and [`DRAIN_TIMEOUT`] passed) and **duplicated** (a seq
+//!   lost once the feed ended and `--drain` seconds passed) and **duplicated** (a seq
 //!   delivered twice); all must be 0;
 //! * **false failovers**: a consumer dropping an upstream that was not killed (or before
 //!   the kill) — a liveness false positive;
@@ -53,7 +53,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::harness::{DRAIN_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT, empty_histogram, latency_ref_us};
+use super::harness::{READY_TIMEOUT, STOP_TIMEOUT, empty_histogram, latency_ref_us};
 use super::report;
 use super::signal::interrupt_token;
 use super::up::{feed_config, seconds};
@@ -93,6 +93,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(2);
 /// Networks of earlier runs allowed to be still closing when a run starts; beyond that
 /// the oldest is waited for (at most [`STOP_TIMEOUT`]).
 const MAX_CLOSING: usize = 3;
+/// Events of the slowest consumer shown in a run's line (all of them go to the JSON).
+const SHOWN_EVENTS: usize = 12;
 /// Failed runs (errors, not losses) after which the benchmark gives up.
 const MAX_ERRORS: u32 = 3;
 /// The goal for the p99 stall with default settings, ms.
@@ -164,6 +166,10 @@ pub struct FailoverArgs {
     /// Seconds into the feed at which the victim is killed.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     kill_at: f64,
+    /// Seconds to wait after the feed for every consumer to account for every tick; what
+    /// is still missing then counts as undelivered.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    drain: f64,
     /// Payload bytes per tick (at least 16: the synthetic header).
     #[arg(long, value_name = "B", default_value_t = 100)]
     size: usize,
@@ -184,6 +190,8 @@ struct Plan {
     feed: Duration,
     /// When the victim is killed, after the feed starts.
     kill_at: Duration,
+    /// How long consumers may take to catch up after the feed.
+    drain: Duration,
 }
 
 /// Runs `tickcast failover`. Exit status 1 if any tick was lost, left undelivered,
@@ -227,6 +235,7 @@ pub async fn run(a: FailoverArgs) -> Result<ExitCode> {
         consumers: a.consumers,
         feed,
         kill_at,
+        drain: seconds("--drain", a.drain)?,
     };
     let interrupt = interrupt_token();
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
@@ -297,6 +306,7 @@ pub async fn run(a: FailoverArgs) -> Result<ExitCode> {
                 consumers: plan.consumers,
                 seconds: a.seconds,
                 kill_at_s: a.kill_at,
+                drain_s: a.drain,
                 heartbeat_ms: HEARTBEAT_MS,
                 dead_after: DEAD_AFTER,
                 window_ms: WINDOW.as_millis() as u64,
@@ -772,7 +782,7 @@ async fn feed_and_kill(
             Ok(r) => r.context("feed task")?.context("synthetic feed")?,
         },
     };
-    let drained = drain(watched, sent).await;
+    let drained = drain(watched, sent, plan.drain).await;
     stop_watch.cancel();
     let reconnects = relay_watch.await.unwrap_or_default();
     let relays = net
@@ -840,10 +850,10 @@ async fn wait_ready(
     }
 }
 
-/// Waits (at most [`DRAIN_TIMEOUT`]) until every consumer accounted for `sent` ticks;
-/// returns whether they all did. Not interruptible: ticks in flight still count.
-async fn drain(watched: &[Watched], sent: u64) -> bool {
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+/// Waits (at most `timeout`) until every consumer accounted for `sent` ticks; returns
+/// whether they all did. Not interruptible: ticks in flight still count.
+async fn drain(watched: &[Watched], sent: u64, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if watched
             .iter()
@@ -1007,13 +1017,19 @@ impl RunRecord {
                 || !self.clean()
                 || self.false_failovers > 0)
         {
+            let shown = w.events.len().min(SHOWN_EVENTS);
             let _ = write!(
                 s,
-                "\n    slowest {} ({}): {}",
+                "\n    slowest {} ({}): {}{}",
                 w.name,
                 w.stall_ms
                     .map_or("never resumed".to_string(), |ms| format!("{ms:.1} ms")),
-                w.events.join("; ")
+                w.events[..shown].join("; "),
+                if w.events.len() > shown {
+                    format!("; ... {} more (see --json)", w.events.len() - shown)
+                } else {
+                    String::new()
+                }
             );
         }
         s
@@ -1285,6 +1301,7 @@ struct FailoverJson<'a> {
     consumers: usize,
     seconds: f64,
     kill_at_s: f64,
+    drain_s: f64,
     heartbeat_ms: u64,
     dead_after: u32,
     window_ms: u64,
@@ -1356,10 +1373,21 @@ fn markdown(rows: &[KindSummary], plan: &Plan) -> String {
         if r.undrained_runs > 0 {
             notes.push(format!("{} run(s) did not drain", r.undrained_runs));
         }
-        let verdict = if r.clean() {
-            "no tick lost or duplicated"
+        let mut bad = Vec::new();
+        for (n, what) in [
+            (r.lost, "LOST"),
+            (r.undelivered, "UNDELIVERED"),
+            (r.duplicates, "DUPLICATED"),
+            (r.out_of_order, "OUT OF ORDER"),
+        ] {
+            if n > 0 {
+                bad.push(format!("{n} {what}"));
+            }
+        }
+        let verdict = if bad.is_empty() {
+            "every tick delivered once, in order".to_string()
         } else {
-            "TICKS LOST, DUPLICATED OR REORDERED"
+            format!("ticks: {}", bad.join(", "))
         };
         let goal = if r.kind.dual_feed() {
             let (b, a) = (r.latency_before_us.p99, r.latency_after_us.p99);

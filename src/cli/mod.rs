@@ -12,6 +12,7 @@ pub mod harness;
 pub mod node;
 pub mod report;
 pub mod signal;
+pub mod sim;
 pub mod tail;
 pub mod up;
 

@@ -18,8 +18,8 @@ pub const ALPN: &[u8] = b"tickcast/1";
 pub use certs::{Identity, Pki, load_ca, load_identity, write_certs};
 pub use clock::TokioClock;
 pub use endpoint::{
-    CLOSE_LAGGING, CLOSE_OK, CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_VERSION, QuicTuning, bind,
-    client_config, close_code_name, peer_names, server_config, verify_peer_name,
+    CLOSE_LAGGING, CLOSE_OK, CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_VERSION, Congestion, QuicTuning,
+    bind, client_config, close_code_name, peer_names, server_config, verify_peer_name,
 };
 pub use error::TransportError;
 pub use lossy::{LossStats, LossySocket, bind_lossy};
