@@ -70,6 +70,10 @@ pub struct Hub {
     gate: Gate,
     /// Standby-origin side: what it learns from the primary, and how it takes over.
     standby: Option<StandbyState>,
+    /// Feeds with a session up.
+    feeds_up: BTreeSet<usize>,
+    /// Since when no feed has had a session (a relay with a parent only).
+    upstream_lost_at: Option<Instant>,
 }
 
 /// The origin's commit gate. With a standby origin connected, each numbered tick goes to
@@ -100,9 +104,19 @@ struct StandbyState {
 /// Each channel's head, shared with the per-child heartbeat tasks so heartbeats keep their
 /// rhythm however busy the hub is. (A hub that stops processing ticks stops advancing the
 /// heads, which children notice as announced-but-undelivered ticks.)
-pub struct Heads(BTreeMap<ChannelId, AtomicU64>);
+pub struct Heads(
+    BTreeMap<ChannelId, AtomicU64>,
+    std::sync::atomic::AtomicBool,
+);
 
 impl Heads {
+    /// Heartbeats stop while `false`: a relay cut off from every upstream for longer than
+    /// it takes to fail over goes quiet, so its children move to its standby (which may
+    /// still be fed) instead of waiting on ticks it cannot get.
+    fn set_live(&self, live: bool) -> bool {
+        self.1.swap(live, Relaxed) != live
+    }
+
     fn set(&self, channel: ChannelId, head: Seq) {
         if let Some(h) = self.0.get(&channel) {
             h.store(head, Relaxed);
@@ -138,6 +152,9 @@ fn spawn_heartbeats(
                 biased;
                 _ = conn.closed() => return,
                 _ = tick.tick() => {
+                    if !heads.1.load(Relaxed) {
+                        continue;
+                    }
                     if conn.send_datagram(heads.heartbeat(&channels)).is_err() {
                         return;
                     }
@@ -196,7 +213,10 @@ impl Hub {
                     .iter()
                     .map(|c| (*c, AtomicU64::new(0)))
                     .collect(),
+                std::sync::atomic::AtomicBool::new(true),
             )),
+            feeds_up: BTreeSet::new(),
+            upstream_lost_at: None,
             max_epoch: 0,
             gate: Gate::default(),
             standby: None,
@@ -284,6 +304,11 @@ impl Hub {
             let nack_at = nack_due
                 .map(TokioInstant::from_std)
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            let quiet_after = self.cfg.heartbeat * self.cfg.dead_after * 4;
+            let quiet_at = self
+                .upstream_lost_at
+                .filter(|_| !self.local && self.heads.1.load(Relaxed))
+                .map(|t| TokioInstant::from_std(t + quiet_after));
             // Biased, so a run is reproducible (netsim); fairness comes from each branch
             // also draining what the other inputs have queued, so neither starves.
             tokio::select! {
@@ -320,6 +345,16 @@ impl Hub {
                     }
                 }
                 _ = sleep_until(nack_at), if nack_due.is_some() => {}
+                _ = sleep_until(quiet_at.unwrap_or(nack_at)), if quiet_at.is_some() => {}
+            }
+            // Cut off from every upstream for longer than a failover takes: go quiet.
+            if let Some(since) = self.upstream_lost_at
+                && !self.local
+                && self.clock.now().duration_since(since)
+                    >= self.cfg.heartbeat * self.cfg.dead_after * 4
+                && self.heads.set_live(false)
+            {
+                warn!(node = %self.cfg.name, "no upstream; pausing heartbeats so children move to a standby");
             }
             // Children's requests never wait behind a busy tick flow.
             for _ in 0..1024 {
@@ -537,6 +572,11 @@ impl Hub {
             } => {
                 self.stats.upstream_connects.fetch_add(1, Relaxed);
                 info!(node = %self.cfg.name, %upstream, "upstream connected");
+                self.feeds_up.insert(feed);
+                self.upstream_lost_at = None;
+                if self.heads.set_live(true) {
+                    info!(node = %self.cfg.name, "upstream back; heartbeats resume");
+                }
                 if let Some(sb) = &mut self.standby {
                     sb.was_connected = true;
                     sb.confirmed.clear(); // tell the (new) session what we hold
@@ -641,6 +681,10 @@ impl Hub {
             Inbound::Unavailable { channel, range } => self.on_unavailable(channel, range),
             Inbound::Disconnected { upstream, reason } => {
                 debug!(node = %self.cfg.name, %upstream, %reason, "upstream session ended");
+                self.feeds_up.remove(&feed);
+                if self.feeds_up.is_empty() && self.upstream_lost_at.is_none() {
+                    self.upstream_lost_at = Some(now);
+                }
                 if let Some(sb) = &mut self.standby
                     && sb.was_connected
                 {
