@@ -43,7 +43,7 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Kill relays of a small standby network repeatedly under load and report the
     /// failover stall, lost and duplicated ticks, and dual-feed latency around the kill;
-    /// exits 1 if any tick was lost, duplicated or reordered.
+    /// exits 1 if any tick was lost, duplicated, reordered or never delivered.
     Failover(cli::failover::FailoverArgs),
 }
 

@@ -310,10 +310,10 @@ fn send_due_nacks(
             });
         }
     }
-    if chans
-        .values_mut()
-        .any(|r| r.tracker().max_attempts() >= cfg.stall_attempts)
-    {
+    if chans.values_mut().any(|r| {
+        r.tracker()
+            .stuck(now, cfg.stall_attempts, Duration::from_secs(1))
+    }) {
         warn!(client = %cfg.name, "upstream announces ticks it does not deliver; switching");
         feeds.reconnect_all("announced ticks not delivered");
         for r in chans.values_mut() {
@@ -351,8 +351,10 @@ fn handle(
                 r.start_at(now, first, out).map_err(|e| e.to_string())?;
                 r.on_head(now, st.head).map_err(|e| e.to_string())?;
                 r.tracker().set_retry(rtt * 2);
-                // Gaps open before the failover are asked of the new upstream at once.
-                r.tracker().renack_all(now);
+                // The new session replays from our resume point by itself: re-ask for what
+                // is still missing only once that replay has had time to arrive.
+                r.tracker()
+                    .renack_all(now + (rtt * 4).max(Duration::from_millis(100)));
             }
             pending.push(Event::Connected { upstream });
         }

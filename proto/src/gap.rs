@@ -84,6 +84,7 @@ pub struct GapTracker {
     gaps: BTreeMap<Seq, Gap>,
     retry: Duration,
     nacked_ranges: u64,
+    last_fill: Option<Instant>,
 }
 
 impl GapTracker {
@@ -97,6 +98,7 @@ impl GapTracker {
             known: 0,
             gaps: BTreeMap::new(),
             nacked_ranges: 0,
+            last_fill: None,
         }
     }
 
@@ -165,6 +167,7 @@ impl GapTracker {
         if seq < gap.last {
             self.gaps.insert(seq + 1, gap);
         }
+        self.last_fill = Some(now);
         self.settle();
         Ok(Arrival::New)
     }
@@ -284,12 +287,25 @@ impl GapTracker {
         self.gaps.values().map(|g| g.due).min()
     }
 
-    /// Makes every open gap due at `now` with fresh back-off (after switching upstream).
-    pub fn renack_all(&mut self, now: Instant) {
+    /// Makes every open gap due at `at` with fresh back-off (after switching upstream: a
+    /// resuming session replays from the resume point by itself, so callers give it time
+    /// before asking again).
+    pub fn renack_all(&mut self, at: Instant) {
         for g in self.gaps.values_mut() {
-            g.due = now;
+            g.due = at;
             g.attempts = 0;
         }
+        self.last_fill = Some(at);
+    }
+
+    /// Whether the upstream looks stuck: some gap has had `attempts` NACKs and no repair
+    /// has filled any gap for `quiet` (it announces ticks it does not deliver). A slow
+    /// but progressing replay is not stuck.
+    pub fn stuck(&self, now: Instant, attempts: u32, quiet: Duration) -> bool {
+        self.max_attempts() >= attempts
+            && self
+                .last_fill
+                .is_none_or(|t| now.saturating_duration_since(t) >= quiet)
     }
 
     /// Most NACKs sent for any one open gap without it being filled (0 when none open).

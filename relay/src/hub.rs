@@ -164,8 +164,18 @@ fn spawn_heartbeats(
     });
 }
 
+/// Tick frames for a stream, as one contiguous buffer. (Copying the payloads once here is
+/// far cheaper than handing quinn two small chunks per tick: its send buffer scans its
+/// segments linearly, so thousands of chunks in a replay cost quadratically.)
 fn tick_frames(ticks: &[Tick]) -> Vec<Bytes> {
-    ticks.iter().flat_map(codec::encode_tick_frame).collect()
+    let len: usize = ticks.iter().map(|t| 5 + t.weight()).sum();
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    for t in ticks {
+        for part in codec::encode_tick_frame(t) {
+            buf.extend_from_slice(&part);
+        }
+    }
+    vec![buf.freeze()]
 }
 
 impl Hub {
@@ -600,7 +610,9 @@ impl Hub {
                         return;
                     }
                     ch.tracker.set_retry(rtt * 2);
-                    ch.tracker.renack_all(now);
+                    // The new session replays from our resume point by itself.
+                    ch.tracker
+                        .renack_all(now + (rtt * 4).max(Duration::from_millis(100)));
                     // Fetches pending on the old session are asked again of the new one.
                     for (r, f) in ch.fetches.iter_mut() {
                         f.asked = now;
@@ -971,11 +983,10 @@ impl Hub {
             }
         }
         // A parent that keeps announcing ticks without delivering them is failing: move on.
-        if self
-            .chans
-            .values()
-            .any(|c| c.tracker.max_attempts() >= self.cfg.stall_attempts)
-        {
+        if self.chans.values().any(|c| {
+            c.tracker
+                .stuck(now, self.cfg.stall_attempts, Duration::from_secs(1))
+        }) {
             warn!(node = %self.cfg.name, "upstream announces ticks it does not deliver; switching");
             up.reconnect_all("announced ticks not delivered");
             for c in self.chans.values_mut() {

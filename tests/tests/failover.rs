@@ -125,6 +125,10 @@ async fn consume(
 /// Starts every node as a process, the consumers in-process; publishes `n` ticks at
 /// `per_ms` per millisecond and kills `victim` with SIGKILL after `kill_after` ticks.
 async fn run(victim: &str, n: u64, kill_after: u64, dual_feed: usize) -> Vec<Seen> {
+    // One network of processes at a time: these tests measure failover, and four networks
+    // of five processes and 40 consumers each would only measure a saturated machine.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     init_tracing();
     let dir = TempDir::new(&format!("failover-{victim}"));
     let (topo, path) = topology(&dir.0, dual_feed);
