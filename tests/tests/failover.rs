@@ -265,10 +265,13 @@ async fn dual_feed_consumers_do_not_stall_when_a_feed_dies() {
     let dual = seen[..20].iter().map(|s| s.max_gap).max().unwrap();
     let single = seen[20..].iter().map(|s| s.max_gap).max().unwrap();
     eprintln!("dual-feed worst pause {dual:?}, single-feed worst pause {single:?}");
-    // Generous bound for loaded CI machines; BENCHMARKS.md has the measured figures.
+    // A consumer with one feed waits for failure detection (3 heartbeats, 150 ms) and a
+    // reconnect; with two it should not wait at all. On a loaded machine both pauses grow,
+    // so the check is relative: well under detection time, or well under the single-feed
+    // consumers' pause in the same run.
     assert!(
-        dual < Duration::from_secs(1),
-        "dual-feed consumer stalled {dual:?}"
+        dual < Duration::from_millis(100) || dual * 2 < single,
+        "dual-feed consumers stalled {dual:?}, single-feed ones {single:?}"
     );
 }
 
