@@ -23,10 +23,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tickcast_client::{Client, ClientStats, Event, Subscription};
 use tickcast_node::tally::Tally;
+use tickcast_origin::OriginHandle;
 use tickcast_origin::synthetic::{self, Burst, SyntheticConfig};
-use tickcast_origin::{Origin, OriginHandle};
 use tickcast_proto::Clock;
-use tickcast_relay::{Relay, RelayStats, Source};
+use tickcast_relay::RelayStats;
 use tickcast_transport::{Identity, QuicTuning, TokioClock};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -269,11 +269,7 @@ impl Nodes<'_> {
     fn start_origin(&mut self) -> Result<OriginHandle> {
         let topo = &self.plan.topology;
         let ep = self.endpoint(ORIGIN, true)?;
-        let origin = Origin::new(
-            tickcast_node::net::origin_config(topo, ORIGIN)?,
-            ep,
-            self.clock.clone(),
-        );
+        let origin = tickcast_node::net::origin_on(topo, ORIGIN, ep, self.clock.clone())?;
         let handle = origin.handle();
         self.stats
             .entry(ORIGIN.to_owned())
@@ -287,16 +283,7 @@ impl Nodes<'_> {
     fn start_relay(&mut self, name: &str) -> Result<()> {
         let topo = &self.plan.topology;
         let ep = self.endpoint(name, true)?;
-        let feeds = tickcast_node::net::feeds_of(topo, name)
-            .iter()
-            .map(|f| tickcast_node::net::upstreams(topo, f))
-            .collect::<Result<Vec<_>>>()?;
-        let relay = Relay::new(
-            tickcast_node::net::relay_config(topo, name)?,
-            ep,
-            self.clock.clone(),
-            Source::Parents(feeds),
-        );
+        let relay = tickcast_node::net::relay_on(topo, name, ep, self.clock.clone())?;
         self.stats
             .entry(name.to_owned())
             .or_default()

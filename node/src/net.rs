@@ -100,17 +100,8 @@ impl Sockets {
     }
 }
 
-/// Binds the endpoint of node `name` (origin or relay) at its topology address.
-pub fn bind_node(topo: &Topology, name: &str, certs: &Certs) -> Result<Endpoint> {
-    bind_node_with(topo, name, certs, &Sockets::Real)
-}
-
-fn bind_node_with(
-    topo: &Topology,
-    name: &str,
-    certs: &Certs,
-    sockets: &Sockets,
-) -> Result<Endpoint> {
+/// Binds the serving endpoint of origin or relay `name` at its topology address.
+fn bind_node(topo: &Topology, name: &str, certs: &Certs, sockets: &Sockets) -> Result<Endpoint> {
     let addr = topo
         .listen_addr(name)
         .with_context(|| format!("{name:?} is not an origin or relay of the topology"))?;
@@ -262,17 +253,37 @@ pub fn consumer_config(topo: &Topology, spec: &ConsumerSpec) -> Result<ClientCon
     Ok(cfg)
 }
 
-/// Starts origin `name` of the topology (the origin, or its standby, which follows the
-/// origin and takes over if it dies); returns its publishing handle and counters.
-pub fn start_origin(
+/// Origin `name` (the origin, or its standby) on a given endpoint, not yet running.
+pub fn origin_on(
     topo: &Topology,
     name: &str,
-    certs: &Certs,
+    endpoint: Endpoint,
     clock: Arc<dyn Clock>,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Result<(OriginHandle, Arc<RelayStats>)> {
-    start_origin_with(topo, name, certs, clock, tasks, shutdown, &Sockets::Real)
+) -> Result<Origin> {
+    anyhow::ensure!(
+        topo.origin_spec(name).is_some(),
+        "{name:?} is not an origin of the topology"
+    );
+    Ok(Origin::new(origin_config(topo, name)?, endpoint, clock))
+}
+
+/// Relay `name` on a given endpoint, subscribed through its feeds, not yet running.
+pub fn relay_on(
+    topo: &Topology,
+    name: &str,
+    endpoint: Endpoint,
+    clock: Arc<dyn Clock>,
+) -> Result<Relay> {
+    let feeds = feeds_of(topo, name)
+        .iter()
+        .map(|f| upstreams(topo, f))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Relay::new(
+        relay_config(topo, name)?,
+        endpoint,
+        clock,
+        Source::Parents(feeds),
+    ))
 }
 
 /// The configuration of origin `name`: the primary gates on its standby's confirmations;
@@ -298,90 +309,66 @@ pub fn origin_config(topo: &Topology, name: &str) -> Result<OriginConfig> {
     })
 }
 
-fn start_origin_with(
-    topo: &Topology,
-    name: &str,
-    certs: &Certs,
-    clock: Arc<dyn Clock>,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-    sockets: &Sockets,
-) -> Result<(OriginHandle, Arc<RelayStats>)> {
-    anyhow::ensure!(
-        topo.origin_spec(name).is_some(),
-        "{name:?} is not an origin of the topology"
-    );
-    let ep = bind_node_with(topo, name, certs, sockets)?;
-    let origin = Origin::new(origin_config(topo, name)?, ep, clock);
-    let (h, s) = (origin.handle(), origin.stats());
-    tasks.spawn(origin.run(shutdown.clone()));
-    Ok((h, s))
+/// Starts nodes in this process: each binds its own endpoint on `sockets` and runs as a
+/// task of `tasks` until its shutdown token is cancelled.
+pub struct Launcher<'a> {
+    /// Where identities come from.
+    pub certs: &'a Certs,
+    /// The clock every node gets.
+    pub clock: Arc<dyn Clock>,
+    /// Where node tasks are tracked.
+    pub tasks: &'a TaskTracker,
+    /// Socket kind.
+    pub sockets: &'a Sockets,
 }
 
-/// Starts relay `name` of the topology; returns its counters.
-pub fn start_relay(
-    topo: &Topology,
-    name: &str,
-    certs: &Certs,
-    clock: Arc<dyn Clock>,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Result<Arc<RelayStats>> {
-    start_relay_with(topo, name, certs, clock, tasks, shutdown, &Sockets::Real)
-}
+impl Launcher<'_> {
+    /// Starts origin `name` (the origin, or its standby, which follows the origin and takes
+    /// over if it dies); returns its publishing handle and counters.
+    pub fn origin(
+        &self,
+        topo: &Topology,
+        name: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(OriginHandle, Arc<RelayStats>)> {
+        let ep = bind_node(topo, name, self.certs, self.sockets)?;
+        let origin = origin_on(topo, name, ep, self.clock.clone())?;
+        let (h, s) = (origin.handle(), origin.stats());
+        self.tasks.spawn(origin.run(shutdown.clone()));
+        Ok((h, s))
+    }
 
-fn start_relay_with(
-    topo: &Topology,
-    name: &str,
-    certs: &Certs,
-    clock: Arc<dyn Clock>,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-    sockets: &Sockets,
-) -> Result<Arc<RelayStats>> {
-    let ep = bind_node_with(topo, name, certs, sockets)?;
-    let feeds = feeds_of(topo, name)
-        .iter()
-        .map(|f| upstreams(topo, f))
-        .collect::<Result<Vec<_>>>()?;
-    let relay = Relay::new(relay_config(topo, name)?, ep, clock, Source::Parents(feeds));
-    let s = relay.stats();
-    tasks.spawn(relay.run(shutdown.clone()));
-    Ok(s)
-}
+    /// Starts relay `name`; returns its counters.
+    pub fn relay(
+        &self,
+        topo: &Topology,
+        name: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<RelayStats>> {
+        let ep = bind_node(topo, name, self.certs, self.sockets)?;
+        let relay = relay_on(topo, name, ep, self.clock.clone())?;
+        let s = relay.stats();
+        self.tasks.spawn(relay.run(shutdown.clone()));
+        Ok(s)
+    }
 
-/// Starts consumer `spec` on its own endpoint (127.0.0.1, any port).
-pub fn start_consumer(
-    topo: &Topology,
-    spec: &ConsumerSpec,
-    certs: &Certs,
-    clock: Arc<dyn Clock>,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Result<Subscription> {
-    start_consumer_with(
-        consumer_config(topo, spec)?,
-        certs,
-        clock,
-        tasks,
-        shutdown,
-        &Sockets::Real,
-    )
-}
-
-/// Starts a consumer with an explicit client configuration on the given kind of socket.
-pub fn start_consumer_with(
-    cfg: ClientConfig,
-    certs: &Certs,
-    clock: Arc<dyn Clock>,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-    sockets: &Sockets,
-) -> Result<Subscription> {
-    let ep = bind_with("127.0.0.1:0".parse()?, &cfg.name, certs, false, sockets)?;
-    let (client, sub) = Client::new(cfg, ep, clock);
-    tasks.spawn(client.run(shutdown.clone()));
-    Ok(sub)
+    /// Starts a consumer with configuration `cfg` on its own endpoint (127.0.0.1, any port).
+    pub fn consumer(
+        &self,
+        cfg: ClientConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Subscription> {
+        let ep = bind_with(
+            "127.0.0.1:0".parse()?,
+            &cfg.name,
+            self.certs,
+            false,
+            self.sockets,
+        )?;
+        let (client, sub) = Client::new(cfg, ep, self.clock.clone());
+        self.tasks.spawn(client.run(shutdown.clone()));
+        Ok(sub)
+    }
 }
 
 /// A whole topology running in this process.
@@ -470,49 +457,39 @@ pub fn start_network_with(
 ) -> Result<Network> {
     let tasks = TaskTracker::new();
     let sockets = &opts.sockets;
-    let mut node_tokens = BTreeMap::new();
-    let token = shutdown.child_token();
-    let (origin, origin_stats) = start_origin_with(
-        topo,
-        &topo.origin.name,
+    let launch = Launcher {
         certs,
-        clock.clone(),
-        &tasks,
-        &token,
+        clock,
+        tasks: &tasks,
         sockets,
-    )?;
-    node_tokens.insert(topo.origin.name.clone(), token);
+    };
+    // Each origin and relay gets its own token (a child of `shutdown`), so it can be killed.
+    let mut node_tokens = BTreeMap::new();
+    let mut token_for = |name: &str| {
+        let t = shutdown.child_token();
+        node_tokens.insert(name.to_string(), t.clone());
+        t
+    };
+    let (origin, origin_stats) =
+        launch.origin(topo, &topo.origin.name, &token_for(&topo.origin.name))?;
     if let Some(sb) = &topo.origin_standby {
-        let token = shutdown.child_token();
-        start_origin_with(
-            topo,
-            &sb.name,
-            certs,
-            clock.clone(),
-            &tasks,
-            &token,
-            sockets,
-        )?;
-        node_tokens.insert(sb.name.clone(), token);
+        launch.origin(topo, &sb.name, &token_for(&sb.name))?;
     }
     let mut relays = Vec::new();
     for r in &topo.relays {
-        let token = shutdown.child_token();
         relays.push((
             r.name.clone(),
-            start_relay_with(topo, &r.name, certs, clock.clone(), &tasks, &token, sockets)?,
+            launch.relay(topo, &r.name, &token_for(&r.name))?,
         ));
-        node_tokens.insert(r.name.clone(), token);
     }
     let mut consumers = Vec::new();
     for c in &topo.consumers {
         if opts.skip_consumers.contains(&c.name) {
             continue;
         }
-        let cfg = consumer_config(topo, c)?;
         consumers.push((
             c.clone(),
-            start_consumer_with(cfg, certs, clock.clone(), &tasks, shutdown, sockets)?,
+            launch.consumer(consumer_config(topo, c)?, shutdown)?,
         ));
     }
     // Closing only lets `wait` finish once tasks end; later spawns (late consumers) still work.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tickcast::net::{Certs, check_certs, relay_counters, start_origin, start_relay};
+use tickcast::net::{Certs, Launcher, Sockets, check_certs, relay_counters};
 use tickcast_origin::{IngestError, OriginHandle, synthetic};
 use tickcast_proto::Clock;
 use tickcast_proto::topology::Topology;
@@ -78,7 +78,13 @@ pub async fn run_origin(a: OriginArgs) -> Result<std::process::ExitCode> {
     let interrupt = interrupt_token();
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let (handle, stats) = start_origin(&topo, &a.name, &certs, clock.clone(), &tasks, &shutdown)?;
+    let launch = Launcher {
+        certs: &certs,
+        clock: clock.clone(),
+        tasks: &tasks,
+        sockets: &Sockets::Real,
+    };
+    let (handle, stats) = launch.origin(&topo, &a.name, &shutdown)?;
     tasks.close();
     let listen = topo.listen_addr(&a.name).expect("origin address");
     info!(node = %a.name, %listen, "origin serving");
@@ -118,7 +124,13 @@ pub async fn run_relay(a: RelayArgs) -> Result<std::process::ExitCode> {
     let interrupt = interrupt_token();
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let stats = start_relay(&topo, &a.name, &certs, clock, &tasks, &shutdown)?;
+    let launch = Launcher {
+        certs: &certs,
+        clock: clock.clone(),
+        tasks: &tasks,
+        sockets: &Sockets::Real,
+    };
+    let stats = launch.relay(&topo, &a.name, &shutdown)?;
     tasks.close();
     info!(node = %a.name, listen = %spec.listen, parent = %spec.parent, "relay serving");
     serve(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tickcast::net::{Certs, NetOptions, consumer_config, start_consumer_with, start_network_with};
+use tickcast::net::{Certs, Launcher, NetOptions, consumer_config, start_network_with};
 use tickcast_client::Event;
 use tickcast_proto::SeqRange;
 use tickcast_proto::codec::{self, Control, Hello, PROTOCOL_VERSION, Role, Subscribe};
@@ -72,14 +72,13 @@ async fn late_joiners_resume_from_the_ring_or_get_lost_for_exactly_the_evicted_r
         let spec = topo.consumer(name).unwrap();
         let mut cfg = consumer_config(&topo, spec).unwrap();
         cfg.resume_from.insert(1, from);
-        start_consumer_with(
-            cfg,
-            &certs,
-            clock.clone(),
-            &net.tasks,
-            &shutdown,
-            &Default::default(),
-        )
+        Launcher {
+            certs: &certs,
+            clock: clock.clone(),
+            tasks: &net.tasks,
+            sockets: &Default::default(),
+        }
+        .consumer(cfg, &shutdown)
         .unwrap()
     };
     // Wait until the regional relay holds tick 5000, so the ring state is known.
@@ -163,6 +162,19 @@ async fn hello_and_wait(
         .expect("server closes the connection")
 }
 
+/// A hello for channel 1, live from the head.
+fn hello_as(role: Role, name: &str) -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        role,
+        name: name.into(),
+        subscriptions: vec![Subscribe {
+            channel: 1,
+            resume_from: None,
+        }],
+    }
+}
+
 fn app_code(e: &quinn::ConnectionError) -> Option<quinn::VarInt> {
     match e {
         quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code),
@@ -238,15 +250,7 @@ async fn bad_peers_are_refused_or_cut_off_and_others_are_undisturbed() {
     let conn = raw_connect(&pki, &pki, "c-0-0-0", relay, addr)
         .await
         .unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        role: Role::Relay,
-        name: "c-0-0-0".into(),
-        subscriptions: vec![Subscribe {
-            channel: 1,
-            resume_from: None,
-        }],
-    };
+    let hello = hello_as(Role::Relay, "c-0-0-0");
     assert_eq!(
         app_code(&hello_and_wait(&conn, hello, None).await),
         Some(CLOSE_REFUSED)
@@ -255,15 +259,7 @@ async fn bad_peers_are_refused_or_cut_off_and_others_are_undisturbed() {
     let conn = raw_connect(&pki, &pki, "c-0-0-0", relay, addr)
         .await
         .unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        role: Role::Relay,
-        name: "t1-0".into(),
-        subscriptions: vec![Subscribe {
-            channel: 1,
-            resume_from: None,
-        }],
-    };
+    let hello = hello_as(Role::Relay, "t1-0");
     assert_eq!(
         app_code(&hello_and_wait(&conn, hello, None).await),
         Some(CLOSE_REFUSED)
@@ -274,15 +270,7 @@ async fn bad_peers_are_refused_or_cut_off_and_others_are_undisturbed() {
     let conn = raw_connect(&pki, &pki, "c-0-0-1", relay, addr)
         .await
         .unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        role: Role::Consumer,
-        name: "c-0-0-1".into(),
-        subscriptions: vec![Subscribe {
-            channel: 1,
-            resume_from: None,
-        }],
-    };
+    let hello = hello_as(Role::Consumer, "c-0-0-1");
     let publishing = {
         let origin = net.origin.clone();
         tokio::spawn(async move { publish_n(&origin, 0, n).await })

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tickcast::net::{Certs, bind_at, start_consumer, upstreams};
+use tickcast::net::{Certs, Launcher, Sockets, bind_at, consumer_config, upstreams};
 use tickcast::tally::Tally;
 use tickcast_client::{Event, Publisher, PublisherConfig, Subscription};
 use tickcast_proto::topology::Topology;
@@ -144,16 +144,16 @@ async fn run(victim: &str, n: u64, kill_after: u64, dual_feed: usize) -> Vec<See
     let tasks = TaskTracker::new();
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel(40);
     let mut consumers = Vec::new();
+    let launch = Launcher {
+        certs: &certs,
+        clock: Arc::new(TokioClock::new()),
+        tasks: &tasks,
+        sockets: &Sockets::Real,
+    };
     for spec in &topo.consumers {
-        let sub = start_consumer(
-            &topo,
-            spec,
-            &certs,
-            Arc::new(TokioClock::new()),
-            &tasks,
-            &shutdown,
-        )
-        .unwrap();
+        let sub = launch
+            .consumer(consumer_config(&topo, spec).unwrap(), &shutdown)
+            .unwrap();
         consumers.push(tokio::spawn(consume(
             spec.name.clone(),
             sub,
