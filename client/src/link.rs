@@ -392,6 +392,11 @@ async fn session(
             cmd = cmds.recv() => match cmd {
                 None => break End::OwnerGone,
                 Some(LinkCmd::Send(msg)) => {
+                    // NACKs go as redundant datagrams: on the control stream one lost packet
+                    // would hold up every NACK behind it for a round trip.
+                    if matches!(msg, Control::Nack { .. }) && send_urgent(&conn, &msg) {
+                        continue;
+                    }
                     if let Err(e) = write_control(&mut send, &msg).await {
                         break End::Failed(format!("control stream write: {e}"));
                     }
@@ -432,6 +437,14 @@ async fn session(
         r.abort();
     }
     (end, true)
+}
+
+/// Sends `msg` as redundant control datagrams if it fits one; `false` if it must go on the
+/// control stream instead.
+fn send_urgent(conn: &Connection, msg: &Control) -> bool {
+    let d = codec::encode_control_datagram(msg);
+    conn.max_datagram_size().is_some_and(|max| d.len() <= max)
+        && tickcast_transport::send_datagram_copies(conn, d).is_ok()
 }
 
 /// Decodes one datagram and passes it on; an `Err` ends the session.
@@ -498,7 +511,8 @@ async fn control_reader(
     let _ = end.send(reason).await;
 }
 
-/// Accepts the server's unidirectional streams, each carrying one large live tick.
+/// Accepts the server's unidirectional streams, each carrying tick frames: one large live
+/// tick, or one repair answer.
 async fn uni_acceptor(
     feed: usize,
     conn: Connection,
@@ -516,20 +530,28 @@ async fn uni_acceptor(
         let tx = tx.clone();
         let end = end.clone();
         tokio::spawn(async move {
-            match read_frame(&mut recv).await {
-                Ok(Frame::Tick(t)) => {
-                    let _ = tx.send((feed, Inbound::StreamTick(t))).await;
-                }
-                Ok(other) => {
-                    let _ = end
-                        .send(format!(
-                            "protocol violation: unexpected uni frame {other:?}"
-                        ))
-                        .await;
-                }
-                Err(FrameError::Read(_)) => {} // stream reset or connection gone: the tick is repaired by NACK
-                Err(e) => {
-                    let _ = end.send(e.to_string()).await;
+            loop {
+                match read_frame(&mut recv).await {
+                    Ok(Frame::Tick(t)) => {
+                        if tx.send((feed, Inbound::StreamTick(t))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(other) => {
+                        let _ = end
+                            .send(format!(
+                                "protocol violation: unexpected uni frame {other:?}"
+                            ))
+                            .await;
+                        return;
+                    }
+                    Err(FrameError::Finished) => return,
+                    // Stream reset or connection gone: what it carried is repaired by NACK.
+                    Err(FrameError::Read(_)) => return,
+                    Err(e) => {
+                        let _ = end.send(e.to_string()).await;
+                        return;
+                    }
                 }
             }
         });

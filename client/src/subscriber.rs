@@ -130,7 +130,7 @@ pub struct ClientStats {
     pub delivered: AtomicU64,
     /// Seqs reported lost.
     pub lost: AtomicU64,
-    /// Ticks that arrived on a stream (repairs and resume replays) and were new.
+    /// New ticks that filled a gap (repairs and resume replays), by datagram or stream.
     pub repaired: AtomicU64,
     /// Copies dropped as duplicates.
     pub duplicates: AtomicU64,
@@ -350,7 +350,8 @@ fn handle(
                     .unwrap_or(st.head + 1);
                 r.start_at(now, first, out).map_err(|e| e.to_string())?;
                 r.on_head(now, st.head).map_err(|e| e.to_string())?;
-                r.tracker().set_retry(rtt * 2);
+                r.tracker()
+                    .set_retry(tickcast_proto::gap::nack_retry_for(rtt));
                 // The new session replays from our resume point by itself: re-ask for what
                 // is still missing only once that replay has had time to arrive.
                 r.tracker()
@@ -360,10 +361,10 @@ fn handle(
         }
         Inbound::Datagram { ticks, .. } => {
             for t in ticks {
-                on_tick(now, t, false, chans, stats, out)?;
+                on_tick(now, t, chans, stats, out)?;
             }
         }
-        Inbound::StreamTick(t) => on_tick(now, t, true, chans, stats, out)?,
+        Inbound::StreamTick(t) => on_tick(now, t, chans, stats, out)?,
         Inbound::Heads(heads) => {
             for h in heads {
                 if let Some(r) = chans.get_mut(&h.channel) {
@@ -387,7 +388,6 @@ fn handle(
 fn on_tick(
     now: std::time::Instant,
     t: Tick,
-    via_stream: bool,
     chans: &mut BTreeMap<ChannelId, Reassembler>,
     stats: &ClientStats,
     out: &mut Vec<Delivery>,
@@ -395,8 +395,9 @@ fn on_tick(
     let Some(r) = chans.get_mut(&t.channel) else {
         return Ok(()); // a channel we did not ask for: ignore
     };
+    let fills = r.is_started() && t.seq <= r.tracker().known_head();
     match r.on_tick(now, t, out).map_err(|e| e.to_string())? {
-        tickcast_proto::gap::Arrival::New if via_stream => {
+        tickcast_proto::gap::Arrival::New if fills => {
             stats.repaired.fetch_add(1, Relaxed);
         }
         tickcast_proto::gap::Arrival::New => {}

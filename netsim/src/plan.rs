@@ -134,6 +134,9 @@ impl Plan {
         if let Some(v) = s.nack_delay_ms {
             writeln!(toml, "nack_delay_ms = {v}")?;
         }
+        if let Some(v) = s.nack_after_packets {
+            writeln!(toml, "nack_after_packets = {v}")?;
+        }
         if let Some(v) = s.max_datagram_batch {
             writeln!(toml, "max_datagram_batch = {v}")?;
         }

@@ -92,6 +92,8 @@ pub struct SettingsSpec {
     pub dead_after: Option<u32>,
     /// Reorder delay before a NACK, ms.
     pub nack_delay_ms: Option<u64>,
+    /// Later seqs after which a gap is NACKed at once.
+    pub nack_after_packets: Option<u64>,
     /// Most ticks per datagram.
     pub max_datagram_batch: Option<usize>,
     /// Ring size of every node, ticks.

@@ -202,6 +202,7 @@ pub fn feeds_of(topo: &Topology, name: &str) -> Vec<Vec<String>> {
 pub fn gap_config(topo: &Topology) -> GapConfig {
     GapConfig {
         reorder_delay: topo.settings.nack_delay,
+        reorder_packets: topo.settings.nack_after_packets,
         ..GapConfig::default()
     }
 }

@@ -8,7 +8,7 @@
 //! [`Reassembler`] wraps a tracker with a bounded hold buffer and yields, per channel, the
 //! in-order, exactly-once sequence of [`Delivery`] events a consumer application sees.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::tick::{ChannelId, Seq, SeqRange, Tick};
@@ -18,6 +18,9 @@ use crate::tick::{ChannelId, Seq, SeqRange, Tick};
 pub struct GapConfig {
     /// How long a gap may stay open before the first NACK (reordering allowance).
     pub reorder_delay: Duration,
+    /// A gap is NACKed at once when this many seqs beyond it have arrived, without waiting
+    /// out `reorder_delay` (QUIC's packet threshold, RFC 9002 §6.1.1). 0 disables it.
+    pub reorder_packets: u64,
     /// Interval before the first repeat of an unanswered NACK; doubled per attempt.
     pub retry_min: Duration,
     /// Cap on the repeat interval.
@@ -33,12 +36,21 @@ impl Default for GapConfig {
     fn default() -> Self {
         GapConfig {
             reorder_delay: Duration::from_millis(5),
+            reorder_packets: 3,
             retry_min: Duration::from_millis(20),
             retry_max: Duration::from_millis(500),
             max_ranges: 256,
             max_ahead: 10_000_000,
         }
     }
+}
+
+/// The NACK repeat interval for a link with round trip `rtt`: the answer is due one round
+/// trip later (repairs go as datagrams, not queued behind anything), plus a quarter for
+/// jitter, plus 15 ms for the last redundant copy (sent 12 ms after the first) and
+/// processing.
+pub fn nack_retry_for(rtt: Duration) -> Duration {
+    rtt + rtt / 4 + Duration::from_millis(15)
 }
 
 /// How a received seq relates to what the tracker had.
@@ -85,6 +97,10 @@ pub struct GapTracker {
     retry: Duration,
     nacked_ranges: u64,
     last_fill: Option<Instant>,
+    /// Upper ends of gaps not yet past the packet threshold, ascending.
+    waiting: VecDeque<Seq>,
+    /// Gaps ending at or below this have been past the packet threshold.
+    promoted_upto: Seq,
 }
 
 impl GapTracker {
@@ -99,6 +115,8 @@ impl GapTracker {
             gaps: BTreeMap::new(),
             nacked_ranges: 0,
             last_fill: None,
+            waiting: VecDeque::new(),
+            promoted_upto: 0,
         }
     }
 
@@ -131,7 +149,7 @@ impl GapTracker {
         self.nacked_ranges
     }
 
-    /// Scales the NACK repeat interval to the link (e.g. 1.5 × smoothed RTT).
+    /// Scales the NACK repeat interval to the link (see [`nack_retry_for`]).
     pub fn set_retry(&mut self, retry: Duration) {
         self.retry = retry.clamp(self.cfg.retry_min, self.cfg.retry_max);
     }
@@ -145,6 +163,7 @@ impl GapTracker {
         if seq > self.known {
             self.extend_known(now, seq - 1)?;
             self.known = seq;
+            self.promote(now);
             self.settle();
             return Ok(Arrival::New);
         }
@@ -194,6 +213,9 @@ impl GapTracker {
             });
         }
         if upto > self.known {
+            if self.cfg.reorder_packets > 0 {
+                self.waiting.push_back(upto);
+            }
             self.gaps.insert(
                 self.known + 1,
                 Gap {
@@ -204,6 +226,26 @@ impl GapTracker {
             );
         }
         Ok(())
+    }
+
+    /// Makes gaps with `reorder_packets` seqs beyond them due now: by then the missing
+    /// packets are lost, not late.
+    fn promote(&mut self, now: Instant) {
+        while let Some(&last) = self.waiting.front() {
+            if last.saturating_add(self.cfg.reorder_packets) > self.known {
+                break;
+            }
+            self.waiting.pop_front();
+            for g in self
+                .gaps
+                .range_mut(self.promoted_upto.saturating_add(1)..=last)
+                .map(|(_, g)| g)
+                .filter(|g| g.attempts == 0)
+            {
+                g.due = g.due.min(now);
+            }
+            self.promoted_upto = self.promoted_upto.max(last);
+        }
     }
 
     fn settle(&mut self) {
@@ -319,15 +361,17 @@ impl GapTracker {
         self.gaps.iter().map(|(&f, g)| SeqRange::new(f, g.last))
     }
 
-    /// Whether `seq` is inside an open gap (still being repaired).
-    pub fn is_missing(&self, seq: Seq) -> bool {
+    /// Whether `seq` is inside an open gap that has been NACKed: a copy of it arriving now
+    /// is a repair (as opposed to a late or second-feed copy that filled the gap before
+    /// anyone asked).
+    pub fn is_nacked(&self, seq: Seq) -> bool {
         seq >= self.next
             && seq <= self.known
             && self
                 .gaps
                 .range(..=seq)
                 .next_back()
-                .is_some_and(|(_, g)| g.last >= seq)
+                .is_some_and(|(_, g)| g.last >= seq && g.attempts > 0)
     }
 }
 
@@ -502,6 +546,7 @@ mod tests {
     fn cfg() -> GapConfig {
         GapConfig {
             reorder_delay: ms(5),
+            reorder_packets: 0,
             retry_min: ms(20),
             retry_max: ms(200),
             max_ranges: 3,
@@ -555,6 +600,38 @@ mod tests {
     }
 
     #[test]
+    fn packets_beyond_a_gap_make_it_due_before_the_delay() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(GapConfig {
+            reorder_packets: 3,
+            ..cfg()
+        });
+        g.start_at(1);
+        g.on_seq(t0, 1).unwrap();
+        g.on_seq(t0, 3).unwrap(); // gap 2, one seq beyond it
+        g.on_seq(t0, 4).unwrap();
+        assert_eq!(
+            g.poll_nack(t0 + ms(1)),
+            None,
+            "two beyond: may still be reordering"
+        );
+        g.on_seq(t0 + ms(1), 6).unwrap(); // gap 5; three beyond gap 2
+        assert_eq!(g.poll_timeout(), Some(t0 + ms(1)));
+        assert_eq!(g.poll_nack(t0 + ms(1)), Some(vec![SeqRange::single(2)]));
+        // Gap 5 (opened at 1 ms) waits for its own threshold or the delay.
+        assert_eq!(g.poll_timeout(), Some(t0 + ms(6)));
+        g.on_seq(t0 + ms(2), 8).unwrap();
+        assert_eq!(g.poll_nack(t0 + ms(2)), Some(vec![SeqRange::single(5)]));
+        // Each gap on its own count; one already NACKed is not made due again.
+        g.on_seq(t0 + ms(3), 11).unwrap();
+        assert_eq!(g.poll_nack(t0 + ms(3)), Some(vec![SeqRange::single(7)]));
+        g.on_seq(t0 + ms(3), 12).unwrap();
+        assert_eq!(g.poll_nack(t0 + ms(3)), None, "9..=10 has 2 beyond it");
+        g.on_seq(t0 + ms(3), 13).unwrap();
+        assert_eq!(g.poll_nack(t0 + ms(3)), Some(vec![SeqRange::new(9, 10)]),);
+    }
+
+    #[test]
     fn nack_after_delay_many_ranges_with_backoff() {
         let t0 = Instant::now();
         let mut g = GapTracker::new(cfg());
@@ -592,9 +669,10 @@ mod tests {
             g.missing().collect::<Vec<_>>(),
             vec![SeqRange::new(1, 4), SeqRange::new(6, 9)]
         );
-        assert!(g.is_missing(4) && !g.is_missing(5) && g.is_missing(9));
+        assert!(!g.is_nacked(4), "not asked for yet");
         let n = g.poll_nack(t0 + ms(5)).unwrap();
         assert_eq!(n.len(), 2);
+        assert!(g.is_nacked(4) && !g.is_nacked(5) && g.is_nacked(9) && !g.is_nacked(10));
         assert_eq!(g.on_seq(t0, 5), Ok(Arrival::Duplicate));
     }
 

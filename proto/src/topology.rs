@@ -124,6 +124,10 @@ pub struct Settings {
     pub dead_after: u32,
     /// Reorder delay before a gap is NACKed (`nack_delay_ms`, default 5 ms).
     pub nack_delay: Duration,
+    /// A gap is NACKed at once when this many later seqs have arrived, without waiting
+    /// out `nack_delay` (`nack_after_packets`, default 3 as in QUIC's loss detection;
+    /// 1 on links that never reorder; 0 turns it off).
+    pub nack_after_packets: u64,
     /// Most ticks batched into one datagram (`max_datagram_batch`, default 64).
     pub max_datagram_batch: usize,
 }
@@ -135,6 +139,8 @@ impl Settings {
     pub const DEFAULT_DEAD_AFTER: u32 = 3;
     /// Default reorder delay before a NACK.
     pub const DEFAULT_NACK_DELAY: Duration = Duration::from_millis(5);
+    /// Default packet threshold for a NACK.
+    pub const DEFAULT_NACK_AFTER_PACKETS: u64 = 3;
     /// Default datagram batch size.
     pub const DEFAULT_MAX_DATAGRAM_BATCH: usize = 64;
 }
@@ -145,6 +151,7 @@ impl Default for Settings {
             heartbeat: Self::DEFAULT_HEARTBEAT,
             dead_after: Self::DEFAULT_DEAD_AFTER,
             nack_delay: Self::DEFAULT_NACK_DELAY,
+            nack_after_packets: Self::DEFAULT_NACK_AFTER_PACKETS,
             max_datagram_batch: Self::DEFAULT_MAX_DATAGRAM_BATCH,
         }
     }
@@ -444,6 +451,7 @@ struct RawSettings {
     heartbeat_ms: Option<u64>,
     dead_after: Option<u32>,
     nack_delay_ms: Option<u64>,
+    nack_after_packets: Option<u64>,
     max_datagram_batch: Option<usize>,
 }
 
@@ -647,6 +655,7 @@ fn validate_settings(raw: &RawSettings) -> Result<Settings, TopologyError> {
         nack_delay: raw
             .nack_delay_ms
             .map_or(d.nack_delay, Duration::from_millis),
+        nack_after_packets: raw.nack_after_packets.unwrap_or(d.nack_after_packets),
         max_datagram_batch,
     })
 }
@@ -1157,7 +1166,7 @@ name = "feed"
     fn explicit_settings_ring_and_tls() {
         let text = format!(
             "[settings]\nheartbeat_ms = 20\ndead_after = 5\nnack_delay_ms = 0\n\
-             max_datagram_batch = 8\n[ring]\nmax_ticks = 1000\n[tls]\ndir = \"/tmp/x\"\n{}",
+             nack_after_packets = 1\nmax_datagram_batch = 8\n[ring]\nmax_ticks = 1000\n[tls]\ndir = \"/tmp/x\"\n{}",
             BASE.replacen(
                 "listen = \"127.0.0.1:7000\"",
                 "listen = \"127.0.0.1:7000\"\nring = { max_bytes = 4096 }",
@@ -1168,6 +1177,7 @@ name = "feed"
         assert_eq!(t.settings.heartbeat, Duration::from_millis(20));
         assert_eq!(t.settings.dead_after, 5);
         assert_eq!(t.settings.nack_delay, Duration::ZERO);
+        assert_eq!(t.settings.nack_after_packets, 1);
         assert_eq!(t.settings.max_datagram_batch, 8);
         assert_eq!(t.tls_dir, PathBuf::from("/tmp/x"));
         let default = RingLimits {

@@ -164,6 +164,9 @@ fn spawn_heartbeats(
     });
 }
 
+/// Most datagrams a repair answer may take before it goes on a stream instead.
+const REPAIR_DATAGRAMS: usize = 8;
+
 /// Tick frames for a stream, as one contiguous buffer. (Copying the payloads once here is
 /// far cheaper than handing quinn two small chunks per tick: its send buffer scans its
 /// segments linearly, so thousands of chunks in a replay cost quadratically.)
@@ -609,7 +612,8 @@ impl Hub {
                         self.reconnect(feed, format!("welcome head: {e}"));
                         return;
                     }
-                    ch.tracker.set_retry(rtt * 2);
+                    ch.tracker
+                        .set_retry(tickcast_proto::gap::nack_retry_for(rtt));
                     // The new session replays from our resume point by itself.
                     ch.tracker
                         .renack_all(now + (rtt * 4).max(Duration::from_millis(100)));
@@ -646,6 +650,12 @@ impl Hub {
             Inbound::Datagram { raw, ticks } => {
                 let channel = ticks[0].channel;
                 let same_channel = ticks.iter().all(|t| t.channel == channel);
+                // Answers to this node's NACKs: every child is waiting for them too, so
+                // they travel on as redundant copies. (Not every gap-filling copy: a late
+                // copy from a second feed fills gaps nobody has asked about yet.)
+                let repair = self.chans.get(&channel).is_some_and(|c| {
+                    c.tracker.is_started() && ticks.iter().any(|t| c.tracker.is_nacked(t.seq))
+                });
                 let mut all_new = same_channel;
                 let mut fresh = Vec::with_capacity(ticks.len());
                 for t in ticks {
@@ -658,7 +668,11 @@ impl Hub {
                         }
                     }
                 }
-                if all_new {
+                if repair && same_channel {
+                    for id in self.subscribers(channel) {
+                        self.send_repair(id, fresh.clone());
+                    }
+                } else if all_new {
                     // Forward the upstream's datagram untouched: no re-encoding, no copies.
                     self.stats.forwarded_raw.fetch_add(1, Relaxed);
                     self.fan_out_datagram(channel, &raw, &fresh);
@@ -909,7 +923,7 @@ impl Hub {
                 self.send_datagram_to(child, d, &ticks);
             }
             for t in large {
-                self.send_to(child, Out::Uni(t));
+                self.send_to(child, Out::Uni(codec::encode_tick_frame(&t).into()));
             }
         }
     }
@@ -935,10 +949,50 @@ impl Hub {
                     }
                 }
                 for t in large {
-                    self.send_to(child, Out::Uni(t));
+                    self.send_to(child, Out::Uni(codec::encode_tick_frame(&t).into()));
                 }
             }
             Err(_) => {}
+        }
+    }
+
+    /// Sends repaired ticks to one child. A short repair (the common case: a few lost
+    /// packets) goes as redundant datagrams, so one more loss does not cost another round
+    /// trip; a long one (a resume or catch-up) on its own reliable stream.
+    fn send_repair(&mut self, child: u64, ticks: Vec<Tick>) {
+        let Some(c) = self.children.get(&child) else {
+            return;
+        };
+        let size = c
+            .conn
+            .max_datagram_size()
+            .unwrap_or(0)
+            .min(self.cfg.max_datagram);
+        let bytes: usize = ticks.iter().map(|t| t.weight()).sum();
+        if bytes > size * REPAIR_DATAGRAMS {
+            self.send_to(child, Out::Uni(tick_frames(&ticks)));
+            return;
+        }
+        let (dgrams, large) = self.pack_for(ticks, size);
+        let mut by_stream = Vec::new();
+        if dgrams.len() > REPAIR_DATAGRAMS {
+            by_stream.extend(dgrams.into_iter().flat_map(|(_, t)| t));
+        } else {
+            for (d, t) in dgrams {
+                match tickcast_transport::send_datagram_copies(&self.children[&child].conn, d) {
+                    Ok(()) => {
+                        self.stats.datagrams_out.fetch_add(
+                            tickcast_transport::redundant::COPY_OFFSETS.len() as u64,
+                            Relaxed,
+                        );
+                    }
+                    Err(_) => by_stream.extend(t),
+                }
+            }
+        }
+        by_stream.extend(large);
+        if !by_stream.is_empty() {
+            self.send_to(child, Out::Uni(tick_frames(&by_stream)));
         }
     }
 
@@ -955,7 +1009,7 @@ impl Hub {
 
     fn fan_out_stream(&mut self, channel: ChannelId, t: Tick) {
         for id in self.subscribers(channel) {
-            self.send_to(id, Out::Uni(t.clone()));
+            self.send_to(id, Out::Uni(codec::encode_tick_frame(&t).into()));
         }
     }
 
@@ -1135,7 +1189,7 @@ impl Hub {
             self.stats
                 .repaired_out
                 .fetch_add(look.ticks.len() as u64, Relaxed);
-            self.send_to(child, Out::Frames(tick_frames(&look.ticks)));
+            self.send_repair(child, look.ticks);
         }
         for u in unavailable {
             self.stats.unavailable_out.fetch_add(1, Relaxed);

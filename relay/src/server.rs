@@ -9,7 +9,7 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tickcast_client::frames::{FrameError, read_frame, write_chunks};
 use tickcast_proto::codec::{self, Control, Frame, Hello, PROTOCOL_VERSION, Role};
-use tickcast_proto::{ChannelId, SeqRange, Tick};
+use tickcast_proto::{ChannelId, SeqRange};
 use tickcast_transport::{CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_VERSION, verify_peer_name};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -35,8 +35,10 @@ pub struct PublisherSession {
 pub enum Out {
     /// Pre-encoded frames for the control stream, written in order.
     Frames(Vec<Bytes>),
-    /// A live tick too large for a datagram: sent on its own unidirectional stream.
-    Uni(Tick),
+    /// Tick frames sent on their own unidirectional stream: a live tick too large for a
+    /// datagram, or one repair answer. A lost packet then delays only these ticks, never the
+    /// control stream or other repairs behind them (no head-of-line blocking on lossy links).
+    Uni(Vec<Bytes>),
 }
 
 /// Messages from the server side to the hub.
@@ -212,6 +214,12 @@ async fn admit(
         return Ok(());
     }
     stats.children.fetch_add(1, Relaxed);
+    tokio::spawn(child_datagrams(
+        id,
+        cfg.name.clone(),
+        conn.clone(),
+        hub.clone(),
+    ));
     tokio::spawn(child_reader(
         id,
         cfg.name.clone(),
@@ -221,6 +229,66 @@ async fn admit(
         stats.clone(),
     ));
     Ok(())
+}
+
+/// Ranges must be well formed; a peer sending first > last (or seq 0) is broken.
+fn nack_ok(node: &str, id: u64, conn: &Connection, ranges: &[SeqRange]) -> bool {
+    if ranges.iter().any(|r| r.first > r.last || r.first == 0) {
+        warn!(%node, child = id, "malformed NACK range, closing child");
+        conn.close(CLOSE_PROTOCOL, b"malformed NACK range");
+        return false;
+    }
+    true
+}
+
+/// Reads a child's datagrams: NACKs, each sent several times (see `tickcast_transport::redundant`).
+/// Later copies of one just answered are dropped here so the repair is not sent twice
+/// over; anything else in a datagram closes that child only.
+async fn child_datagrams(id: u64, node: String, conn: Connection, hub: mpsc::Sender<HubMsg>) {
+    // A re-asked NACK comes a retry interval (≥ 20 ms) later; copies within the offsets.
+    let copy_window = tickcast_transport::redundant::COPY_OFFSETS[2] + Duration::from_millis(5);
+    let mut recent: std::collections::VecDeque<(Bytes, tokio::time::Instant)> = Default::default();
+    while let Ok(d) = conn.read_datagram().await {
+        let now = tokio::time::Instant::now();
+        while recent
+            .front()
+            .is_some_and(|(_, at)| now.duration_since(*at) > copy_window)
+        {
+            recent.pop_front();
+        }
+        if recent.iter().any(|(b, _)| *b == d) {
+            continue;
+        }
+        recent.push_back((d.clone(), now));
+        if recent.len() > 64 {
+            recent.pop_front(); // bounded, whatever a child sends
+        }
+        match codec::decode_datagram(d) {
+            Ok(codec::Datagram::Control(Control::Nack { channel, ranges })) => {
+                if !nack_ok(&node, id, &conn, &ranges) {
+                    return;
+                }
+                let msg = HubMsg::Nack {
+                    child: id,
+                    channel,
+                    ranges,
+                };
+                if hub.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {
+                warn!(%node, child = id, "unexpected datagram from child, closing it");
+                conn.close(CLOSE_PROTOCOL, b"unexpected datagram");
+                return;
+            }
+            Err(e) => {
+                warn!(%node, child = id, error = %e, "malformed datagram from child, closing it");
+                conn.close(CLOSE_PROTOCOL, e.to_string().as_bytes());
+                return;
+            }
+        }
+    }
 }
 
 fn frame_name(f: &Frame) -> &'static str {
@@ -243,10 +311,7 @@ async fn child_reader(
     loop {
         match read_frame(&mut recv).await {
             Ok(Frame::Control(Control::Nack { channel, ranges })) => {
-                // Ranges must be well formed; a peer sending first > last is broken.
-                if ranges.iter().any(|r| r.first > r.last || r.first == 0) {
-                    warn!(%node, child = id, "malformed NACK range, closing child");
-                    conn.close(CLOSE_PROTOCOL, b"malformed NACK range");
+                if !nack_ok(&node, id, &conn, &ranges) {
                     break;
                 }
                 if hub
@@ -307,12 +372,12 @@ async fn child_writer(
             Out::Frames(mut chunks) => write_chunks(&mut send, &mut chunks)
                 .await
                 .map_err(|e| e.to_string()),
-            Out::Uni(tick) => {
+            Out::Uni(mut chunks) => {
                 let conn = conn.clone();
-                // A large tick must not hold up repairs behind it: its own task and stream.
+                // Its own task and stream: nothing waits behind it.
                 tokio::spawn(async move {
                     if let Ok(mut s) = conn.open_uni().await {
-                        let _ = write_chunks(&mut s, &mut codec::encode_tick_frame(&tick)).await;
+                        let _ = write_chunks(&mut s, &mut chunks).await;
                         let _ = s.finish();
                     }
                 });

@@ -3,7 +3,8 @@
 //! This crate is the one place that knows how tickcast nodes talk QUIC: the private CA and
 //! node certificates ([`certs`]), endpoint and TLS configuration with mutual authentication
 //! and the application close codes ([`endpoint`]), the tokio-driven [`Clock`](tickcast_proto::Clock)
-//! ([`clock`]), a lossy socket for tests ([`lossy`]) and the error type ([`error`]). It knows
+//! ([`clock`]), a lossy socket for tests ([`lossy`]), redundant datagrams for the repair path
+//! ([`redundant`]) and the error type ([`error`]). It knows
 //! nothing about tickcast frames; those live in `tickcast-proto`.
 
 pub mod certs;
@@ -11,6 +12,7 @@ pub mod clock;
 pub mod endpoint;
 pub mod error;
 pub mod lossy;
+pub mod redundant;
 
 /// The ALPN protocol id, naming the protocol and its version.
 pub const ALPN: &[u8] = b"tickcast/1";
@@ -23,3 +25,4 @@ pub use endpoint::{
 };
 pub use error::TransportError;
 pub use lossy::{LossStats, LossySocket, bind_lossy};
+pub use redundant::send_datagram_copies;
