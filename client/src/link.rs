@@ -253,15 +253,28 @@ async fn run_link(
     // session's patience (up to 8x): an upstream flooded by everyone failing over to it at
     // once gets time to catch up instead of a stampede back and forth.
     let mut quick_deaths = 0u32;
+    let mut spare: Option<Spare> = None;
     loop {
         if shutdown.is_cancelled() || cfg.upstreams.is_empty() {
             return;
         }
-        let up = cfg.upstreams[idx % cfg.upstreams.len()].clone();
+        let n = cfg.upstreams.len();
+        let up = cfg.upstreams[idx % n].clone();
         let dead = cfg.dead_interval() * (1 << quick_deaths.min(3));
         let started = tokio::time::Instant::now();
+        // A spare connection to this candidate saves the handshake now; then keep one to
+        // the candidate after it.
+        let ready = spare.take().and_then(|s| s.take_for(idx % n));
+        if n > 1 {
+            spare = Some(Spare::spawn(
+                (idx + 1) % n,
+                endpoint.clone(),
+                cfg.upstreams[(idx + 1) % n].clone(),
+                cfg.connect_timeout,
+            ));
+        }
         let (end, was_connected) = session(
-            feed, &cfg, &endpoint, &resume, &up, &tx, &mut cmds, &shutdown, dead,
+            feed, &cfg, &endpoint, ready, &resume, &up, &tx, &mut cmds, &shutdown, dead,
         )
         .await;
         let reason = match end {
@@ -305,11 +318,58 @@ async fn run_link(
     }
 }
 
+/// A connection kept open to the next candidate upstream, handshake done but no session
+/// on it: a failover then starts with the hello instead of a TLS handshake, which on a
+/// server that all of a dead relay's consumers hit at once is most of the reconnect time.
+/// Kept alive by QUIC keep-alives; re-dialled if it drops.
+struct Spare {
+    target: usize,
+    conn: Arc<std::sync::Mutex<Option<Connection>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spare {
+    fn spawn(target: usize, endpoint: Endpoint, up: Upstream, connect_timeout: Duration) -> Spare {
+        let conn = Arc::new(std::sync::Mutex::new(None));
+        let slot = conn.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(connecting) = endpoint.connect(up.addr, &up.name)
+                    && let Ok(Ok(c)) = timeout(connect_timeout, connecting).await
+                {
+                    *slot.lock().expect("spare slot") = Some(c.clone());
+                    c.closed().await;
+                    *slot.lock().expect("spare slot") = None;
+                }
+                // A dead candidate is re-dialled slowly: it costs a timeout, not a storm.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Spare { target, conn, task }
+    }
+
+    /// The open connection, if this spare is for candidate `target` and has one.
+    fn take_for(self, target: usize) -> Option<Connection> {
+        if self.target != target {
+            return None;
+        }
+        let c = self.conn.lock().expect("spare slot").take();
+        c.filter(|c| c.close_reason().is_none())
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn session(
     feed: usize,
     cfg: &LinkConfig,
     endpoint: &Endpoint,
+    ready: Option<Connection>,
     resume: &ResumeFn,
     up: &Upstream,
     tx: &mpsc::Sender<(usize, Inbound)>,
@@ -324,11 +384,14 @@ async fn session(
         subscriptions: resume(),
     };
     let connect = async {
-        let conn = endpoint
-            .connect(up.addr, &up.name)
-            .map_err(|e| format!("connect to {}: {e}", up.addr))?
-            .await
-            .map_err(|e| format!("handshake with {} ({}): {e}", up.name, up.addr))?;
+        let conn = match ready {
+            Some(c) => c,
+            None => endpoint
+                .connect(up.addr, &up.name)
+                .map_err(|e| format!("connect to {}: {e}", up.addr))?
+                .await
+                .map_err(|e| format!("handshake with {} ({}): {e}", up.name, up.addr))?,
+        };
         let (mut send, mut recv) = conn
             .open_bi()
             .await
@@ -376,7 +439,8 @@ async fn session(
         tokio::spawn(control_reader(feed, recv, tx.clone(), end_tx.clone())),
         tokio::spawn(uni_acceptor(feed, conn.clone(), tx.clone(), end_tx)),
     ];
-    let check_every = (cfg.heartbeat / 2).max(Duration::from_millis(5));
+    // Checked often, so a dead upstream is noticed within a few ms of the dead interval.
+    let check_every = (cfg.heartbeat / 10).max(Duration::from_millis(2));
     let mut next_check = TokioInstant::now() + check_every;
     let mut last_alive = TokioInstant::now();
     let mut rx_seen = conn.stats().udp_rx.datagrams;

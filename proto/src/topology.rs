@@ -118,7 +118,7 @@ impl fmt::Display for PeerRole {
 /// Link-level timing and batching shared by every node (`[settings]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// Heartbeat interval on every link (`heartbeat_ms`, default 50 ms).
+    /// Heartbeat interval on every link (`heartbeat_ms`, default 30 ms).
     pub heartbeat: Duration,
     /// Missed heartbeats before a peer is declared dead (`dead_after`, default 3).
     pub dead_after: u32,
@@ -133,8 +133,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Default heartbeat interval.
-    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(50);
+    /// Default heartbeat interval (30 ms × 3 = 90 ms to detect a dead peer: the reconnect and replay then fit in a
+    /// 150 ms failover; heartbeats are one small datagram per link per interval).
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(30);
     /// Default number of missed heartbeats before a peer is dead.
     pub const DEFAULT_DEAD_AFTER: u32 = 3;
     /// Default reorder delay before a NACK.
@@ -1147,7 +1148,7 @@ name = "feed"
     fn base_parses_with_defaults() {
         let t = Topology::from_toml_str(BASE).unwrap();
         assert_eq!(t.settings, Settings::default());
-        assert_eq!(t.settings.heartbeat, Duration::from_millis(50));
+        assert_eq!(t.settings.heartbeat, Duration::from_millis(30));
         assert_eq!(t.settings.dead_after, 3);
         assert_eq!(t.settings.nack_delay, Duration::from_millis(5));
         assert_eq!(t.settings.max_datagram_batch, 64);

@@ -133,11 +133,13 @@ async fn admit(
     stats: &Arc<RelayStats>,
     shutdown: CancellationToken,
 ) -> Result<(), (quinn::VarInt, String)> {
-    let hello_wait = Duration::from_secs(5);
-    let (send, mut recv) = timeout(hello_wait, conn.accept_bi())
+    // No deadline for the control stream: a subscriber may hold a connection open as a
+    // spare for failover (keep-alives keep it; the idle timeout ends it if the peer dies).
+    let (send, mut recv) = conn
+        .accept_bi()
         .await
-        .map_err(|_| (CLOSE_PROTOCOL, "no control stream within 5 s".to_string()))?
         .map_err(|e| (CLOSE_PROTOCOL, format!("control stream: {e}")))?;
+    let hello_wait = Duration::from_secs(5);
     let hello = match timeout(hello_wait, read_frame(&mut recv)).await {
         Err(_) => return Err((CLOSE_PROTOCOL, "no hello within 5 s".into())),
         Ok(Ok(Frame::Control(Control::Hello(h)))) => h,

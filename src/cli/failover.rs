@@ -46,7 +46,7 @@ use tickcast::tally::{Latency, Tally};
 use tickcast_client::{ClientStats, Event, Subscription};
 use tickcast_origin::synthetic;
 use tickcast_proto::Clock;
-use tickcast_proto::topology::Topology;
+use tickcast_proto::topology::{Settings, Topology};
 use tickcast_relay::RelayStats;
 use tickcast_transport::{TokioClock, TransportError};
 use tokio::task::JoinHandle;
@@ -69,9 +69,9 @@ const T2: &str = "t2";
 /// Standby of [`T2`].
 const T2_B: &str = "t2-b";
 /// Heartbeat interval of the benchmark network (the default).
-const HEARTBEAT_MS: u64 = 50;
+const HEARTBEAT_MS: u64 = Settings::DEFAULT_HEARTBEAT.as_millis() as u64;
 /// Missed heartbeats before a peer is dead (the default).
-const DEAD_AFTER: u32 = 3;
+const DEAD_AFTER: u32 = Settings::DEFAULT_DEAD_AFTER;
 
 /// Latency is compared between ticks scheduled this long before the kill and this long
 /// after it.
@@ -161,10 +161,11 @@ pub struct FailoverArgs {
     #[arg(long, default_value_t = 40)]
     consumers: usize,
     /// Seconds of feed per run.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 4.0)]
     seconds: f64,
-    /// Seconds into the feed at which the victim is killed.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    /// Seconds into the feed at which the victim is killed (late enough that the latency
+    /// before it is steady state, not start-up).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     kill_at: f64,
     /// Seconds to wait after the feed for every consumer to account for every tick; what
     /// is still missing then counts as undelivered.
