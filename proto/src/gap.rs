@@ -81,6 +81,8 @@ struct Gap {
     last: Seq,
     due: Instant,
     attempts: u32,
+    /// Asked for, by a NACK or by a resuming session's replay.
+    asked: bool,
 }
 
 /// Tracks received and missing seqs of one channel and schedules NACKs.
@@ -174,6 +176,17 @@ impl GapTracker {
             return Ok(Arrival::Duplicate);
         }
         self.gaps.remove(&first);
+        // A NACKed gap that is filling (a replay streaming in) is asked again only after a
+        // retry interval without progress: asking again mid-answer would only get the same
+        // answer twice, and on a busy server that is what keeps it busy.
+        let gap = if gap.asked {
+            Gap {
+                due: gap.due.max(now + self.retry),
+                ..gap
+            }
+        } else {
+            gap
+        };
         if first < seq {
             self.gaps.insert(
                 first,
@@ -222,6 +235,7 @@ impl GapTracker {
                     last: upto,
                     due: now + self.cfg.reorder_delay,
                     attempts: 0,
+                    asked: false,
                 },
             );
         }
@@ -315,6 +329,7 @@ impl GapTracker {
             out.push(SeqRange::new(first, gap.last));
             let factor = 1u32 << gap.attempts.min(10);
             gap.attempts += 1;
+            gap.asked = true;
             gap.due = now + (self.retry * factor).min(self.cfg.retry_max);
             if out.len() == self.cfg.max_ranges {
                 break;
@@ -336,6 +351,7 @@ impl GapTracker {
         for g in self.gaps.values_mut() {
             g.due = at;
             g.attempts = 0;
+            g.asked = true;
         }
         self.last_fill = Some(at);
     }
@@ -674,6 +690,28 @@ mod tests {
         assert_eq!(n.len(), 2);
         assert!(g.is_nacked(4) && !g.is_nacked(5) && g.is_nacked(9) && !g.is_nacked(10));
         assert_eq!(g.on_seq(t0, 5), Ok(Arrival::Duplicate));
+    }
+
+    #[test]
+    fn a_gap_that_is_filling_is_not_asked_again() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(cfg());
+        g.start_at(1);
+        g.on_seq(t0, 1).unwrap();
+        g.on_seq(t0, 100).unwrap(); // gap 2..=99
+        assert_eq!(g.poll_nack(t0 + ms(5)), Some(vec![SeqRange::new(2, 99)]));
+        // The answer streams in: each arrival pushes the repeat out by a retry interval.
+        for (i, seq) in (2..=50).enumerate() {
+            g.on_seq(t0 + ms(10 + i as u64), seq).unwrap();
+        }
+        let last_fill = t0 + ms(10 + 48);
+        assert_eq!(g.poll_nack(last_fill + ms(19)), None, "still filling");
+        assert_eq!(g.poll_timeout(), Some(last_fill + ms(20)));
+        // Silence for a retry interval: the rest is asked again.
+        assert_eq!(
+            g.poll_nack(last_fill + ms(20)),
+            Some(vec![SeqRange::new(51, 99)])
+        );
     }
 
     #[test]

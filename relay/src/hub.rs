@@ -57,6 +57,10 @@ pub struct Hub {
     stats: Arc<RelayStats>,
     chans: BTreeMap<ChannelId, Chan>,
     children: BTreeMap<u64, Child>,
+    /// Per child and channel, seq ranges already sent on a (reliable) stream in this
+    /// session: a repeated NACK for them means they are still on the way, and answering
+    /// again would only double the load on a server that is already behind.
+    streamed: BTreeMap<(u64, ChannelId), BTreeMap<Seq, Seq>>,
     upstream: Option<FeedCmds>,
     /// Whether the tick source is the local sequencer (then nothing is upstream).
     local: bool,
@@ -164,6 +168,44 @@ fn spawn_heartbeats(
     });
 }
 
+/// Adds `seq` to a set of ranges (first → last), extending a range that ends just below it
+/// (answers are mostly runs). Bounded to 256 ranges; the oldest go first.
+fn add_seq(set: &mut BTreeMap<Seq, Seq>, seq: Seq) {
+    match set.range_mut(..=seq).next_back() {
+        Some((_, last)) if last.saturating_add(1) >= seq => *last = (*last).max(seq),
+        _ => {
+            set.insert(seq, seq);
+        }
+    }
+    while set.len() > 256 {
+        set.pop_first();
+    }
+}
+
+/// The parts of `r` that no range of `set` covers, ascending.
+fn uncovered(set: &BTreeMap<Seq, Seq>, r: SeqRange) -> Vec<SeqRange> {
+    let mut out = Vec::new();
+    let mut next = r.first;
+    let start = set
+        .range(..=r.first)
+        .next_back()
+        .map_or(r.first, |(&f, _)| f);
+    for (&f, &l) in set.range(start..=r.last) {
+        if l < next {
+            continue;
+        }
+        if f > next {
+            out.push(SeqRange::new(next, f - 1));
+        }
+        next = l.saturating_add(1);
+        if next > r.last {
+            return out;
+        }
+    }
+    out.push(SeqRange::new(next, r.last));
+    out
+}
+
 /// Most datagrams a repair answer may take before it goes on a stream instead.
 const REPAIR_DATAGRAMS: usize = 8;
 
@@ -218,6 +260,7 @@ impl Hub {
             stats,
             chans,
             children: BTreeMap::new(),
+            streamed: BTreeMap::new(),
             upstream: None,
             local: false,
             resume,
@@ -970,6 +1013,7 @@ impl Hub {
             .min(self.cfg.max_datagram);
         let bytes: usize = ticks.iter().map(|t| t.weight()).sum();
         if bytes > size * REPAIR_DATAGRAMS {
+            self.note_streamed(child, &ticks);
             self.send_to(child, Out::Uni(tick_frames(&ticks)));
             return;
         }
@@ -992,7 +1036,23 @@ impl Hub {
         }
         by_stream.extend(large);
         if !by_stream.is_empty() {
+            self.note_streamed(child, &by_stream);
             self.send_to(child, Out::Uni(tick_frames(&by_stream)));
+        }
+    }
+
+    /// Records ticks sent to `child` on a stream (see `streamed`).
+    fn note_streamed(&mut self, child: u64, ticks: &[Tick]) {
+        for t in ticks {
+            add_seq(self.streamed.entry((child, t.channel)).or_default(), t.seq);
+        }
+    }
+
+    /// The parts of `r` not already sent to `child` on a stream in this session.
+    fn not_streamed(&self, child: u64, channel: ChannelId, r: SeqRange) -> Vec<SeqRange> {
+        match self.streamed.get(&(child, channel)) {
+            Some(set) => uncovered(set, r),
+            None => vec![r],
         }
     }
 
@@ -1061,11 +1121,14 @@ impl Hub {
             } => {
                 self.stats.nacks_in.fetch_add(ranges.len() as u64, Relaxed);
                 for r in ranges {
-                    self.answer(child, channel, r);
+                    for piece in self.not_streamed(child, channel, r) {
+                        self.answer(child, channel, piece);
+                    }
                 }
             }
             HubMsg::Confirm { child, heads } => self.on_confirm(child, heads),
             HubMsg::Gone { child } => {
+                self.streamed.retain(|(c, _), _| *c != child);
                 if let Some(c) = self.children.remove(&child) {
                     debug!(node = %self.cfg.name, child = %c.name, "child left");
                 }
@@ -1201,5 +1264,32 @@ impl Hub {
                 })]),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_ranges_are_subtracted_from_a_repeated_nack() {
+        let mut set = BTreeMap::new();
+        for seq in (10..=20).chain(30..=35) {
+            add_seq(&mut set, seq);
+        }
+        assert_eq!(set.len(), 2, "runs merge into ranges");
+        let r = |a, b| SeqRange::new(a, b);
+        assert_eq!(
+            uncovered(&set, r(1, 40)),
+            vec![r(1, 9), r(21, 29), r(36, 40)]
+        );
+        assert_eq!(uncovered(&set, r(12, 18)), vec![]);
+        assert_eq!(uncovered(&set, r(15, 32)), vec![r(21, 29)]);
+        assert_eq!(uncovered(&set, r(36, 36)), vec![r(36, 36)]);
+        assert_eq!(uncovered(&BTreeMap::new(), r(5, 6)), vec![r(5, 6)]);
+        for seq in (1000..3000).step_by(2) {
+            add_seq(&mut set, seq);
+        }
+        assert_eq!(set.len(), 256, "bounded");
     }
 }
