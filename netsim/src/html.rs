@@ -243,7 +243,7 @@ details {{ margin-bottom: 16px; }}
 </style></head><body>
 <h1>tickcast netsim: {name}</h1>
 <p>{desc}</p>
-<p class="note">seed {seed} · {mode} time · {shape:?} · feed {rate} ticks/s of {payload} B for {dur} s (first {warm} s are warm-up, left out of latency and spread figures) · {drain} s drain</p>
+<p class="note">seed {seed} · {mode} time · {shape:?} · feed {rate} ticks/s of {payload} B for {dur} s (first {warm} s are warm-up, left out of latency and spread figures) · {drain} s drain{via}</p>
 <p><span class="{cls}">{verdict}</span> &nbsp; {consumers} consumers · {sent} ticks sent · delivered {delivered} · lost {lost} · missing {missing} · duplicates {dups} · out of order {ooo} · NACK ranges {nacks} · repaired {rep} · failovers {fo}</p>
 "#,
         name = esc(&r.scenario),
@@ -256,6 +256,19 @@ details {{ margin-bottom: 16px; }}
         dur = r.duration_ms as f64 / 1000.0,
         warm = r.warmup_ms as f64 / 1000.0,
         drain = r.drain_ms as f64 / 1000.0,
+        via = match &r.feed.publisher {
+            Some(p) => format!(
+                " · fed through publisher {} ({} ticks never acknowledged by an origin{})",
+                esc(p),
+                r.feed.unacked,
+                r.feed
+                    .error
+                    .as_deref()
+                    .map(|e| format!("; stopped early: {}", esc(e)))
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        },
         cls = if t.clean { "ok" } else { "bad" },
         verdict = if t.clean {
             "every tick delivered once, in order"

@@ -4,7 +4,9 @@
 //! Owns [`Plan`] (built by [`Plan::new`] for a [`Shape`]: the relay tree the scenario
 //! describes, or a star with every consumer straight on the origin) and [`ScenarioLinks`],
 //! the [`LinkModel`] that gives the simulated network its profiles. Node names are
-//! generated: `origin`, `relay-{region}`, `relay-{region}-b` (standby), `c-{region}-{nn}`.
+//! generated: `origin`, `origin-b` (origin standby) and `publisher` (the feed's QUIC
+//! publisher, with an origin standby only), `relay-{region}`, `relay-{region}-b`
+//! (standby), `c-{region}-{nn}`.
 //! The topology goes through tickcast's own TOML parser and validation, so what runs is a
 //! topology a user could have written. It does not start anything: see [`crate::runner`].
 
@@ -18,13 +20,19 @@ use tickcast_proto::topology::Topology;
 
 use crate::link::{GilbertElliott, LinkProfile};
 use crate::net::LinkModel;
-use crate::scenario::{FaultSpec, ProfileSpec, Scenario};
+use crate::scenario::{FaultKind, FaultSpec, ProfileSpec, Scenario};
 
 /// The channel the synthetic feed publishes on.
 pub const CHANNEL: u32 = 1;
 
 /// The origin's node name.
 pub const ORIGIN: &str = "origin";
+
+/// The origin standby's node name.
+pub const ORIGIN_STANDBY: &str = "origin-b";
+
+/// The name of the host that publishes the feed over QUIC when the origin has a standby.
+pub const PUBLISHER: &str = "publisher";
 
 /// Which network to build from a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -55,9 +63,13 @@ pub struct Plan {
     pub topology: Topology,
     /// The topology as TOML (as a user would write it).
     pub topology_toml: String,
-    /// Region of every node and consumer.
+    /// Region of every node, consumer and publisher.
     pub region_of: BTreeMap<String, String>,
-    /// Path of each consumer from the origin through its primary upstreams, ending with it.
+    /// The publisher host feeding the origins over QUIC (with an origin standby); `None`:
+    /// the feed goes into the origin's embedded handle.
+    pub publisher: Option<String>,
+    /// Path of each consumer from where the feed enters (the publisher, if any, then the
+    /// origin) through its primary upstreams, ending with it.
     pub paths: BTreeMap<String, Vec<String>>,
     /// Latency floor of each consumer: the one-way delays along its path.
     pub floors: BTreeMap<String, Duration>,
@@ -150,10 +162,20 @@ impl Plan {
         writeln!(toml, "\n[[channel]]\nid = {CHANNEL}\nname = \"feed\"\n")?;
         writeln!(
             toml,
-            "[origin]\nname = \"{ORIGIN}\"\nregion = \"{}\"\nlisten = \"{}\"\n",
+            "[origin]\nname = \"{ORIGIN}\"\nregion = \"{}\"\nlisten = \"{}\"",
             t.origin_region,
-            origin_addr()
+            origin_addr(1)
         )?;
+        if t.origin_standby {
+            writeln!(
+                toml,
+                "standby = {{ name = \"{ORIGIN_STANDBY}\", listen = \"{}\" }}",
+                origin_addr(2)
+            )?;
+            region_of.insert(ORIGIN_STANDBY.to_owned(), t.origin_region.clone());
+            region_of.insert(PUBLISHER.to_owned(), t.origin_region.clone());
+        }
+        toml.push('\n');
         region_of.insert(ORIGIN.to_owned(), t.origin_region.clone());
         for r in &ordered {
             let i = ridx(r);
@@ -185,6 +207,9 @@ impl Plan {
             for c in 1..=k {
                 let name = format!("c-{r}-{c:02}");
                 let relays = match shape {
+                    Shape::Star if t.origin_standby => {
+                        format!("[\"{ORIGIN}\", \"{ORIGIN_STANDBY}\"]")
+                    }
                     Shape::Star => format!("[\"{ORIGIN}\"]"),
                     Shape::Tree if t.standby => {
                         format!("[\"{}\", \"{}\"]", relay_name(r), standby_name(r))
@@ -198,6 +223,10 @@ impl Plan {
                 region_of.insert(name.clone(), r.clone());
                 consumers.push(name);
             }
+        }
+        let publisher = t.origin_standby.then(|| PUBLISHER.to_owned());
+        if let Some(p) = &publisher {
+            writeln!(toml, "[[publisher]]\nname = \"{p}\"")?;
         }
         let topology = Topology::from_toml_str(&toml)
             .map_err(|e| anyhow::anyhow!("generated topology is invalid: {e}"))?;
@@ -215,6 +244,7 @@ impl Plan {
                     None => break,
                 }
             }
+            path.extend(publisher.clone());
             path.reverse();
             let floor = path
                 .windows(2)
@@ -241,18 +271,26 @@ impl Plan {
             for n in &targets {
                 if !tree_names.contains(*n) {
                     bail!(
-                        "{entry}: unknown node {n:?} (known: origin, relay-REGION, relay-REGION-b, c-REGION-NN)"
+                        "{entry}: unknown node {n:?} (known: origin, origin-b with origin_standby, relay-REGION, relay-REGION-b, c-REGION-NN)"
                     );
                 }
             }
             if let Some(n) = &f.node {
-                if n == ORIGIN {
+                if n == ORIGIN || n == ORIGIN_STANDBY {
+                    if f.kind == FaultKind::Restart {
+                        bail!(
+                            "{entry}: field `node`: origins do not restart in netsim (after a takeover the old primary has no place in the topology)"
+                        );
+                    }
+                    if topology.origin_standby.is_none() {
+                        bail!(
+                            "{entry}: field `node`: the origin can only crash when it has a standby (set `origin_standby = true` in [topology]); without one the feed dies with it"
+                        );
+                    }
+                } else if topology.consumer(n).is_some() || publisher.as_deref() == Some(n) {
                     bail!(
-                        "{entry}: field `node`: the origin cannot crash or restart in netsim yet (origin failover is not implemented: no origin standby)"
+                        "{entry}: field `node`: only relays, and origins with a standby, crash; only relays restart"
                     );
-                }
-                if topology.consumer(n).is_some() {
-                    bail!("{entry}: field `node`: only relays crash and restart");
                 }
             }
             if targets.iter().all(|n| region_of.contains_key(*n)) {
@@ -267,6 +305,7 @@ impl Plan {
             topology,
             topology_toml: toml,
             region_of,
+            publisher,
             paths,
             floors,
             faults,
@@ -275,10 +314,13 @@ impl Plan {
         })
     }
 
-    /// Virtual address of `name` (origin, relay or consumer).
+    /// Virtual address of `name` (origin, relay, consumer or publisher).
     pub fn addr_of(&self, name: &str) -> Option<SocketAddr> {
         if let Some(a) = self.topology.listen_addr(name) {
             return Some(a);
+        }
+        if self.publisher.as_deref() == Some(name) {
+            return Some(publisher_addr());
         }
         let idx = self
             .topology
@@ -296,8 +338,13 @@ impl Plan {
     }
 }
 
-fn origin_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 4433))
+/// The origin (`which` 1) or its standby (2).
+fn origin_addr(which: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, which], 4433))
+}
+
+fn publisher_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 3], 5000))
 }
 
 fn relay_addr(region: usize, which: u8) -> SocketAddr {
@@ -402,8 +449,10 @@ impl LinkModel for ScenarioLinks {
 
     fn uplink(&self, node: &str) -> Option<LinkProfile> {
         let u = &self.scenario.uplink;
-        let mbps = if node == ORIGIN {
+        let mbps = if node == ORIGIN || node == ORIGIN_STANDBY {
             u.origin_mbps
+        } else if node == PUBLISHER {
+            None
         } else if self.region_of.contains_key(node) && !self.consumers.contains(node) {
             u.relay_mbps
         } else {
@@ -415,5 +464,93 @@ impl LinkModel for ScenarioLinks {
             mtu: usize::MAX,
             ..LinkProfile::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo40(origin_standby: bool, faults: &[(FaultKind, &str)]) -> Scenario {
+        let mut s = Scenario::from_toml_str(include_str!("../scenarios/geo40.toml")).unwrap();
+        s.topology.origin_standby = origin_standby;
+        s.faults = faults
+            .iter()
+            .map(|(kind, node)| FaultSpec {
+                at_ms: 1000,
+                kind: *kind,
+                node: Some((*node).to_owned()),
+                from: None,
+                to: None,
+                oneway: false,
+            })
+            .collect();
+        s
+    }
+
+    fn error(s: &Scenario) -> String {
+        format!("{:#}", Plan::new(s, Shape::Tree).unwrap_err())
+    }
+
+    #[test]
+    fn origin_crash_needs_a_standby() {
+        let e = error(&geo40(false, &[(FaultKind::Crash, ORIGIN)]));
+        assert!(
+            e.contains("fault #1 (crash origin)") && e.contains("origin_standby"),
+            "{e}"
+        );
+        let e = error(&geo40(false, &[(FaultKind::Crash, ORIGIN_STANDBY)]));
+        assert!(e.contains("unknown node \"origin-b\""), "{e}");
+
+        let both = [
+            (FaultKind::Crash, ORIGIN),
+            (FaultKind::Crash, ORIGIN_STANDBY),
+        ];
+        let plan = Plan::new(&geo40(true, &both), Shape::Tree).unwrap();
+        assert_eq!(plan.faults.len(), 2);
+        let e = error(&geo40(true, &[(FaultKind::Restart, ORIGIN)]));
+        assert!(e.contains("fault #1 (restart origin)"), "{e}");
+        let e = error(&geo40(true, &[(FaultKind::Crash, PUBLISHER)]));
+        assert!(e.contains("fault #1 (crash publisher)"), "{e}");
+    }
+
+    #[test]
+    fn origin_standby_adds_origin_b_and_a_publisher() {
+        let s = geo40(true, &[]);
+        let plan = Plan::new(&s, Shape::Tree).unwrap();
+        let sb = plan
+            .topology
+            .origin_standby
+            .as_ref()
+            .expect("origin standby");
+        assert_eq!(sb.name, ORIGIN_STANDBY);
+        assert_eq!(plan.region_of[ORIGIN_STANDBY], s.topology.origin_region);
+        assert_eq!(plan.topology.publishers, [PUBLISHER]);
+        assert_eq!(plan.region_of[PUBLISHER], s.topology.origin_region);
+        let addrs: BTreeSet<SocketAddr> = [ORIGIN, ORIGIN_STANDBY, PUBLISHER]
+            .iter()
+            .map(|n| plan.addr_of(n).unwrap())
+            .collect();
+        assert_eq!(addrs.len(), 3, "one host each");
+        // Relays under the origin fall back to its standby.
+        let relay = relay_name(&s.topology.origin_region);
+        assert_eq!(
+            plan.topology.upstream_candidates(&relay),
+            [ORIGIN, ORIGIN_STANDBY]
+        );
+        // The floor starts at the publisher: the feed's first hop is real.
+        for path in plan.paths.values() {
+            assert_eq!(path[..2], [PUBLISHER, ORIGIN]);
+        }
+        let star = Plan::new(&s, Shape::Star).unwrap();
+        assert!(
+            star.topology
+                .consumers
+                .iter()
+                .all(|c| c.relays == [ORIGIN, ORIGIN_STANDBY])
+        );
+        let plain = Plan::new(&geo40(false, &[]), Shape::Tree).unwrap();
+        assert!(plain.publisher.is_none() && plain.topology.origin_standby.is_none());
+        assert!(plain.paths.values().all(|p| p[0] == ORIGIN));
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::link::LinkStats;
 use crate::net::HostStats;
-use crate::plan::{ORIGIN, Plan, Shape};
+use crate::plan::{ORIGIN, ORIGIN_STANDBY, Plan, Shape};
 use crate::runner::RunData;
 use crate::scenario::{FaultKind, Scenario};
 
@@ -80,7 +80,8 @@ pub struct ConsumerReport {
     pub name: String,
     /// Region.
     pub region: String,
-    /// Path from the origin (primary upstreams) to this consumer.
+    /// Path from where the feed enters (the publisher, if any, then the origin) through
+    /// the primary upstreams to this consumer.
     pub path: Vec<String>,
     /// Sum of one-way delays along the path, µs.
     pub floor_us: u64,
@@ -203,15 +204,29 @@ pub struct NetworkReport {
     pub total: LinkStats,
 }
 
-/// The origin's load.
+/// The origin's load (with a standby: both origins together).
 #[derive(Clone, Debug, Serialize)]
 pub struct OriginReport {
     /// Bytes it sent (UDP payload).
     pub egress_bytes: u64,
     /// Packets it sent.
     pub egress_packets: u64,
-    /// Connections (children) it served at the end of the feed.
+    /// Connections (children) the serving origin had at the end of the feed.
     pub connections: u64,
+}
+
+/// How the feed entered the network.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedReport {
+    /// The publisher host it went through (QUIC, failing over between the origins), or
+    /// `None`: the origin's embedded handle.
+    pub publisher: Option<String>,
+    /// Ticks the generator produced.
+    pub sent: u64,
+    /// Ticks no origin had acknowledged to the publisher by the end of the drain.
+    pub unacked: u64,
+    /// Why the feed stopped early, if it did (the ticks not produced are not counted).
+    pub error: Option<String>,
 }
 
 /// Headline figures of one shape, for the tree/star comparison.
@@ -249,7 +264,7 @@ pub struct Comparison {
 pub struct Totals {
     /// Consumers.
     pub consumers: usize,
-    /// Ticks the feed sent.
+    /// Ticks the feed sent (see [`Report::feed`]).
     pub ticks_sent: u64,
     /// Delivered, summed.
     pub delivered: u64,
@@ -267,7 +282,8 @@ pub struct Totals {
     pub repaired: u64,
     /// Failovers (sessions after the first), summed.
     pub failovers: u64,
-    /// Every consumer got every tick once, in order.
+    /// Every consumer got every tick once, in order, and the feed ran to its end with
+    /// every tick acknowledged by an origin.
     pub clean: bool,
 }
 
@@ -305,6 +321,8 @@ pub struct Report {
     pub payload_bytes: usize,
     /// Totals over all consumers.
     pub totals: Totals,
+    /// How the feed entered.
+    pub feed: FeedReport,
     /// Latency over all consumers' ticks, µs.
     pub latency_us: Pcts,
     /// Latency above floor over all consumers' ticks, µs.
@@ -377,7 +395,7 @@ pub(crate) fn build(scenario: &Scenario, plan: &Plan, data: RunData) -> Report {
     let mut gaps: Vec<Vec<(u64, u64)>> = Vec::new();
     let mut totals = Totals {
         consumers: n,
-        ticks_sent: data.ticks_sent,
+        ticks_sent: data.feed.sent,
         delivered: 0,
         lost: 0,
         missing: 0,
@@ -437,7 +455,7 @@ pub(crate) fn build(scenario: &Scenario, plan: &Plan, data: RunData) -> Report {
         }
         gaps.push(my_gaps);
         let t = &c.tally;
-        let missing = data.ticks_sent.saturating_sub(t.delivered + t.lost);
+        let missing = data.feed.sent.saturating_sub(t.delivered + t.lost);
         totals.delivered += t.delivered;
         totals.lost += t.lost;
         totals.missing += missing;
@@ -473,7 +491,9 @@ pub(crate) fn build(scenario: &Scenario, plan: &Plan, data: RunData) -> Report {
     totals.clean = totals.lost == 0
         && totals.missing == 0
         && totals.duplicates == 0
-        && totals.out_of_order == 0;
+        && totals.out_of_order == 0
+        && data.feed.unacked == 0
+        && data.feed.error.is_none();
 
     let mut spread = histogram();
     let mut incomplete = 0;
@@ -604,10 +624,10 @@ pub(crate) fn build(scenario: &Scenario, plan: &Plan, data: RunData) -> Report {
             traffic: hosts.get(name).cloned().unwrap_or_default(),
         });
     }
-    let origin_traffic = hosts.get(ORIGIN).cloned().unwrap_or_default();
+    let origins = [ORIGIN, ORIGIN_STANDBY].map(|n| hosts.get(n).cloned().unwrap_or_default());
     let origin = OriginReport {
-        egress_bytes: origin_traffic.bytes_out,
-        egress_packets: origin_traffic.packets_out,
+        egress_bytes: origins.iter().map(|o| o.bytes_out).sum(),
+        egress_packets: origins.iter().map(|o| o.packets_out).sum(),
         connections: data.origin_children,
     };
 
@@ -633,6 +653,7 @@ pub(crate) fn build(scenario: &Scenario, plan: &Plan, data: RunData) -> Report {
         rate: scenario.feed.rate,
         payload_bytes: scenario.feed.payload_bytes,
         totals,
+        feed: data.feed,
         latency_us: Pcts::of(&all),
         above_floor_us: Pcts::of(&all_above),
         spread_us,
@@ -677,6 +698,19 @@ pub fn summary_text(r: &Report) -> String {
         t.failovers,
         if t.clean { "CLEAN" } else { "NOT CLEAN" }
     );
+    if let Some(p) = &r.feed.publisher {
+        let _ = writeln!(
+            s,
+            "feed via publisher {p}: {} ticks, {} never acknowledged by an origin{}",
+            r.feed.sent,
+            r.feed.unacked,
+            r.feed
+                .error
+                .as_deref()
+                .map(|e| format!("; stopped early: {e}"))
+                .unwrap_or_default()
+        );
+    }
     let _ = writeln!(
         s,
         "{:<16} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}",

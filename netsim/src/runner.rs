@@ -2,12 +2,14 @@
 //!
 //! Owns [`run`] / [`simulate`] and what happens during a run: building the [`Plan`], one
 //! [`SimNet`], node endpoints on [`SimSocket`](crate::socket::SimSocket)s with identities
-//! from a [`SimPki`], starting the origin (`tickcast_origin::Origin`), every relay
-//! (`tickcast_relay::Relay`) and every consumer (`tickcast_client::Client`) with a
-//! [`TokioClock`], waiting until the tree is connected, driving the synthetic feed, applying
-//! the fault timeline, and collecting what each consumer received. The node code is used as
-//! is, configured by `tickcast_node::net` exactly as `tickcast up` configures it. Figures
-//! are computed by [`crate::report`].
+//! from a [`SimPki`], starting the origin (`tickcast_origin::Origin`) and its standby if
+//! any, every relay (`tickcast_relay::Relay`) and every consumer (`tickcast_client::Client`)
+//! with a [`TokioClock`], waiting until the tree is connected, driving the synthetic feed
+//! (into the origin's embedded handle, or, when the origin has a standby, through a
+//! `tickcast_client::Publisher` on a host of its own that fails over between the origins),
+//! applying the fault timeline, and collecting what each consumer received. The node code
+//! is used as is, configured by `tickcast_node::net` exactly as `tickcast up` configures
+//! it. Figures are computed by [`crate::report`].
 //!
 //! Time: with `realtime == false` the run uses a current-thread tokio runtime with paused
 //! time, so time is virtual (tokio timers have 1 ms resolution; CPU time is free) and a
@@ -21,11 +23,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tickcast_client::{Client, ClientStats, Event, Subscription};
+use bytes::Bytes;
+use tickcast_client::{
+    Client, ClientStats, Event, Publisher, PublisherConfig, PublisherError, Subscription,
+};
 use tickcast_node::tally::Tally;
 use tickcast_origin::OriginHandle;
-use tickcast_origin::synthetic::{self, Burst, SyntheticConfig};
-use tickcast_proto::Clock;
+use tickcast_origin::synthetic::{self, Burst, Sink, SyntheticConfig};
+use tickcast_proto::{ChannelId, Clock};
 use tickcast_relay::RelayStats;
 use tickcast_transport::{Identity, QuicTuning, TokioClock};
 use tokio::time::{Instant, sleep_until};
@@ -34,8 +39,8 @@ use tracing::info;
 
 use crate::certs::SimPki;
 use crate::net::{SimNet, stable_hash};
-use crate::plan::{CHANNEL, ORIGIN, Plan, Shape};
-use crate::report::{self, Report};
+use crate::plan::{CHANNEL, ORIGIN, ORIGIN_STANDBY, Plan, Shape};
+use crate::report::{self, FeedReport, Report};
 use crate::scenario::{Congestion, FaultKind, FaultSpec, Scenario};
 
 /// Unix time (µs) the simulated clocks start at: 2026-01-01T00:00:00Z. Fixed, so reports
@@ -174,7 +179,7 @@ pub(crate) struct AppliedFault {
 pub(crate) struct RunData {
     pub seed: u64,
     pub realtime: bool,
-    pub ticks_sent: u64,
+    pub feed: FeedReport,
     /// Unix µs (simulated clock) when the feed started.
     pub feed_start_us: u64,
     pub consumers: Vec<(Collected, ClientCounters)>,
@@ -266,16 +271,18 @@ impl Nodes<'_> {
         t
     }
 
-    fn start_origin(&mut self) -> Result<OriginHandle> {
+    /// Starts origin `name` (the origin, or its standby, which follows the origin and takes
+    /// over if it dies); returns its embedded publishing handle.
+    fn start_origin(&mut self, name: &str) -> Result<OriginHandle> {
         let topo = &self.plan.topology;
-        let ep = self.endpoint(ORIGIN, true)?;
-        let origin = tickcast_node::net::origin_on(topo, ORIGIN, ep, self.clock.clone())?;
+        let ep = self.endpoint(name, true)?;
+        let origin = tickcast_node::net::origin_on(topo, name, ep, self.clock.clone())?;
         let handle = origin.handle();
         self.stats
-            .entry(ORIGIN.to_owned())
+            .entry(name.to_owned())
             .or_default()
             .push(origin.stats());
-        let token = self.token(ORIGIN);
+        let token = self.token(name);
         tokio::spawn(origin.run(token));
         Ok(handle)
     }
@@ -326,6 +333,54 @@ impl Nodes<'_> {
             },
         }
         Ok(None)
+    }
+}
+
+/// The synthetic feed's way into a QUIC publisher; counts what it was handed.
+struct PublisherSink {
+    publisher: Publisher,
+    handed: u64,
+}
+
+impl Sink for PublisherSink {
+    type Error = PublisherError;
+
+    fn publish(
+        &mut self,
+        channel: ChannelId,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(), PublisherError>> + Send {
+        self.handed += 1;
+        async move { self.publisher.publish(channel, payload).await.map(|_| ()) }
+    }
+}
+
+/// Runs the feed through publisher `name` until it ends, then waits (until `flush_until`)
+/// for the origins to acknowledge what is still outstanding; the publisher resends it to
+/// whichever origin now numbers.
+async fn publish_feed(
+    cfg: SyntheticConfig,
+    name: String,
+    mut sink: PublisherSink,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    flush_until: Instant,
+) -> FeedReport {
+    let mut error = synthetic::run_into(cfg, &mut sink, clock, shutdown)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    if error.is_none() {
+        match tokio::time::timeout_at(flush_until, sink.publisher.flush()).await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(e)) => error = Some(format!("flush: {e}")),
+        }
+    }
+    FeedReport {
+        sent: sink.handed,
+        publisher: Some(name),
+        unacked: sink.publisher.unacked() as u64,
+        error,
     }
 }
 
@@ -396,7 +451,10 @@ pub async fn simulate(scenario: &Scenario, seed: u64, opts: &RunOptions) -> Resu
         stats: BTreeMap::new(),
         incarnation: BTreeMap::new(),
     };
-    let origin = nodes.start_origin()?;
+    let origin = nodes.start_origin(ORIGIN)?;
+    if plan.topology.origin_standby.is_some() {
+        nodes.start_origin(ORIGIN_STANDBY)?;
+    }
     for r in &plan.topology.relays {
         nodes.start_relay(&r.name)?;
     }
@@ -454,6 +512,24 @@ pub async fn simulate(scenario: &Scenario, seed: u64, opts: &RunOptions) -> Resu
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    // With an origin standby the feed enters through a publisher that cycles between the
+    // origins, as a real feed handler would; connected before the feed starts.
+    let publisher = match &plan.publisher {
+        None => None,
+        Some(name) => {
+            let ep = nodes.endpoint(name, false)?;
+            let topo = &plan.topology;
+            let origins = tickcast_node::net::upstreams(topo, &topo.origin_names())?;
+            // The default ack timeout (500 ms). A publisher that reaches the standby origin
+            // within moments of its takeover (150 ms here) exposes an open bug: relays then
+            // stall on the new origin (see issue #3's note).
+            let p = Publisher::connect(PublisherConfig::new(name.clone(), origins), ep)
+                .await
+                .with_context(|| format!("publisher {name:?} could not connect"))?;
+            Some((name.clone(), p))
+        }
+    };
+
     // The feed.
     let feed_start = Instant::now();
     let feed_start_us = clock.unix_micros();
@@ -468,15 +544,37 @@ pub async fn simulate(scenario: &Scenario, seed: u64, opts: &RunOptions) -> Resu
         }),
         duration: Some(duration),
     };
-    let feed = tokio::spawn(synthetic::run(
-        feed_cfg,
-        origin.clone(),
-        clock.clone(),
-        shutdown.child_token(),
-    ));
+    let end = feed_start + total;
+    let feed = match publisher {
+        Some((name, publisher)) => tokio::spawn(publish_feed(
+            feed_cfg,
+            name,
+            PublisherSink {
+                publisher,
+                handed: 0,
+            },
+            clock.clone(),
+            shutdown.child_token(),
+            end,
+        )),
+        None => {
+            let sent = synthetic::run(feed_cfg, origin, clock.clone(), shutdown.child_token());
+            tokio::spawn(async move {
+                let (sent, error) = match sent.await {
+                    Ok(n) => (n, None),
+                    Err(e) => (0, Some(e.to_string())),
+                };
+                FeedReport {
+                    sent,
+                    publisher: None,
+                    unacked: 0,
+                    error,
+                }
+            })
+        }
+    };
 
     // Faults and progress, until the feed has ended and the drain time has passed.
-    let end = feed_start + total;
     let mut applied = Vec::new();
     let mut next_fault = 0;
     let mut next_progress = feed_start;
@@ -512,14 +610,21 @@ pub async fn simulate(scenario: &Scenario, seed: u64, opts: &RunOptions) -> Resu
         }
         sleep_until(wake).await;
     }
-    let ticks_sent = match feed.await {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => bail!("the feed failed: {e}"),
-        Err(e) => bail!("the feed task failed: {e}"),
-    };
+    let feed = feed.await.context("the feed task failed")?;
+    if feed.publisher.is_none()
+        && let Some(e) = &feed.error
+    {
+        // The embedded handle only fails if the origin stopped, which no fault may cause.
+        bail!("the feed failed: {e}");
+    }
 
-    // Counters before shutdown (shutdown closes connections).
-    let origin_children = nodes.stats[ORIGIN]
+    // Counters before shutdown (shutdown closes connections). The origin serving at the
+    // end: the primary, or the standby that took over from it.
+    let serving = [ORIGIN, ORIGIN_STANDBY]
+        .into_iter()
+        .find(|n| nodes.stats.contains_key(*n) && !net.is_crashed(n))
+        .unwrap_or(ORIGIN);
+    let origin_children = nodes.stats[serving]
         .last()
         .map_or(0, |s| s.children.load(Ordering::Relaxed));
     let mut relays = BTreeMap::new();
@@ -547,7 +652,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, opts: &RunOptions) -> Resu
     let data = RunData {
         seed,
         realtime: opts.realtime,
-        ticks_sent,
+        feed,
         feed_start_us,
         consumers: collected,
         relays,

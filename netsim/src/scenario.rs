@@ -9,8 +9,9 @@
 //! for one-way delays), link classes (`intra`: two nodes of one region; `inter`: across
 //! regions; optional `consumer`: a relay and a consumer of the same region) with overrides
 //! per region pair, optional uplinks (a node's own bandwidth and queue), the topology
-//! (origin region, a relay and optionally a standby per region, consumers per region,
-//! optional parent region per relay), the feed, the fault timeline and the duration.
+//! (origin region, optionally an origin standby, a relay and optionally a standby per
+//! region, consumers per region, optional parent region per relay), the feed, the fault
+//! timeline and the duration.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -268,7 +269,7 @@ pub struct OverrideSpec {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSpec {
-    /// The origin's uplink, Mbit/s (none: unlimited).
+    /// The uplink of the origin (and of its standby), Mbit/s (none: unlimited).
     pub origin_mbps: Option<f64>,
     /// Each relay's uplink, Mbit/s (none: unlimited).
     pub relay_mbps: Option<f64>,
@@ -285,6 +286,12 @@ pub struct TopologySpec {
     /// Whether each region's relay has a standby sibling (default true).
     #[serde(default = "yes")]
     pub standby: bool,
+    /// Whether the origin has a standby (`origin-b`, in the origin's region, default
+    /// false). With one, the feed enters through a QUIC publisher (`publisher`, also in
+    /// the origin's region) instead of the origin's embedded handle, so it survives an
+    /// origin crash, and the origins may crash.
+    #[serde(default)]
+    pub origin_standby: bool,
     /// Consumers per region. A region with consumers gets a relay (and standby).
     pub consumers: BTreeMap<String, usize>,
     /// Regions whose relay hangs under another region's relay instead of the origin.
@@ -303,9 +310,10 @@ fn yes() -> bool {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
-    /// The node stops at once: no goodbye packets; in-flight packets to it are lost.
+    /// The node (a relay, or an origin that has a standby) stops at once: no goodbye
+    /// packets; in-flight packets to it are lost.
     Crash,
-    /// A crashed node comes back with empty state at the same address.
+    /// A crashed relay comes back with empty state at the same address.
     Restart,
     /// Packets from `from` to `to` (and back unless `oneway`) are dropped.
     Partition,

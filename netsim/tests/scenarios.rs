@@ -128,6 +128,27 @@ fn failover_is_clean_and_stalls_are_measured() {
         .find(|x| x.name == "relay-eu-west-1")
         .unwrap();
     assert_eq!(relay.incarnations, 2);
+
+    // The origin crash: origin-b took over the numbering, the relays under the origin
+    // resubscribed to it, and every tick the publisher sent was acknowledged.
+    let crash = r
+        .faults
+        .iter()
+        .find(|f| f.what == "crash origin")
+        .expect("the origin crash");
+    assert!(crash.note.is_none());
+    assert_eq!(r.feed.publisher.as_deref(), Some("publisher"));
+    assert_eq!((r.feed.unacked, r.feed.error.as_deref()), (0, None));
+    let counter =
+        |node: &str, name: &str| r.relays.iter().find(|x| x.name == node).unwrap().counters[name];
+    assert!(counter("origin", "received") < r.totals.ticks_sent);
+    assert_eq!(counter("origin-b", "received"), r.totals.ticks_sent);
+    assert!(counter("relay-us-east-1", "upstream_connects") >= 2);
+    assert!(
+        r.consumers
+            .iter()
+            .all(|c| c.path[..2] == ["publisher", "origin"])
+    );
 }
 
 #[test]
@@ -154,6 +175,16 @@ fn same_seed_same_report_bytes() {
     let b = run_virtual(&s, 42, Shape::Tree).to_json();
     assert!(a == b, "two runs with seed 42 differ");
     assert!(a.contains("\"seed\": 42"));
+}
+
+/// Crashes, an origin takeover and the publisher's resends repeat too.
+#[test]
+fn same_seed_same_report_bytes_with_an_origin_crash() {
+    let s = short(scenario("failover"), 3.0, 100.0);
+    let a = run_virtual(&s, 3, Shape::Tree).to_json();
+    let b = run_virtual(&s, 3, Shape::Tree).to_json();
+    assert!(a == b, "two failover runs with seed 3 differ");
+    assert!(a.contains("\"what\": \"crash origin\""));
 }
 
 /// Fails today: `relay/src/hub.rs` picks between ready branches of two `tokio::select!`s

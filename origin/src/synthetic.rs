@@ -12,6 +12,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{IngestError, OriginHandle};
 
+/// Where generated ticks go: the origin's embedded handle, or anything else that takes
+/// ticks (netsim drives a QUIC publisher with it).
+pub trait Sink: Send {
+    /// Why a tick was not taken.
+    type Error;
+    /// Takes one tick; may wait (back-pressure).
+    fn publish(
+        &mut self,
+        channel: ChannelId,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+impl Sink for OriginHandle {
+    type Error = IngestError;
+    fn publish(
+        &mut self,
+        channel: ChannelId,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(), IngestError>> + Send {
+        OriginHandle::publish(self, channel, payload)
+    }
+}
+
 /// Bytes of the synthetic header at the front of each payload.
 pub const HEADER: usize = 16;
 
@@ -57,14 +81,25 @@ fn payload(size: usize, at_us: u64, idx: u64) -> Bytes {
     b.freeze()
 }
 
-/// Publishes on schedule until the duration ends or `shutdown`; returns ticks sent.
-/// Wakes every millisecond and sends everything due by then (timers are no finer).
+/// Publishes into the origin on schedule until the duration ends or `shutdown`; returns
+/// ticks sent.
 pub async fn run(
     cfg: SyntheticConfig,
-    origin: OriginHandle,
+    mut origin: OriginHandle,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<u64, IngestError> {
+    run_into(cfg, &mut origin, clock, shutdown).await
+}
+
+/// Publishes into `sink` on schedule until the duration ends or `shutdown`; returns ticks
+/// sent. Wakes every millisecond and sends everything due by then (timers are no finer).
+pub async fn run_into<S: Sink>(
+    cfg: SyntheticConfig,
+    sink: &mut S,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<u64, S::Error> {
     let start = clock.now();
     let start_us = clock.unix_micros();
     let period_us = 1e6 / cfg.rate.max(1e-9);
@@ -92,8 +127,7 @@ pub async fn run(
         };
         while steady_sent < steady_due {
             let at = start_us + (steady_sent as f64 * period_us) as u64;
-            origin
-                .publish(cfg.channel, payload(cfg.payload_size, at, sent))
+            sink.publish(cfg.channel, payload(cfg.payload_size, at, sent))
                 .await?;
             steady_sent += 1;
             sent += 1;
@@ -106,8 +140,7 @@ pub async fn run(
                 bursts_sent += 1;
                 let at = start_us + bursts_sent * every;
                 for _ in 0..b.count {
-                    origin
-                        .publish(cfg.channel, payload(cfg.payload_size, at, sent))
+                    sink.publish(cfg.channel, payload(cfg.payload_size, at, sent))
                         .await?;
                     sent += 1;
                 }
