@@ -104,6 +104,14 @@ fn lossy_is_clean() {
 }
 
 #[test]
+fn lossy1_is_clean() {
+    let r = run_virtual(&short(scenario("lossy1"), 2.0, 100.0), 1, Shape::Tree);
+    assert_clean(&r);
+    assert!(r.network.total.lost > 0, "the lossy1 scenario lost nothing");
+    assert!(r.totals.nack_ranges > 0 && r.totals.repaired > 0);
+}
+
+#[test]
 fn failover_is_clean_and_stalls_are_measured() {
     let s = short(scenario("failover"), 3.0, 100.0);
     let r = run_virtual(&s, 1, Shape::Tree);

@@ -265,19 +265,27 @@ async fn killing_a_relays_parent_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_feed_consumers_do_not_stall_when_a_feed_dies() {
     let n = 50_000;
-    let seen = run("t2", n, 30_000, 20).await;
-    assert_lossless(&seen, n);
-    let dual = seen[..20].iter().map(|s| s.max_gap).max().unwrap();
-    let single = seen[20..].iter().map(|s| s.max_gap).max().unwrap();
-    eprintln!("dual-feed worst pause {dual:?}, single-feed worst pause {single:?}");
     // A consumer with one feed waits for failure detection (3 heartbeats, 150 ms) and a
     // reconnect; with two it should not wait at all. On a loaded machine both pauses grow,
     // so the check is relative: well under detection time, or well under the single-feed
-    // consumers' pause in the same run.
-    assert!(
-        dual < Duration::from_millis(100) || dual * 2 < single,
-        "dual-feed consumers stalled {dual:?}, single-feed ones {single:?}"
-    );
+    // consumers' pause in the same run. If even the single-feed consumers paused for
+    // seconds, the machine stalled for everyone (that run measured the machine, not the
+    // failover): measure once more.
+    for attempt in 1..=2 {
+        let seen = run("t2", n, 30_000, 20).await;
+        assert_lossless(&seen, n);
+        let dual = seen[..20].iter().map(|s| s.max_gap).max().unwrap();
+        let single = seen[20..].iter().map(|s| s.max_gap).max().unwrap();
+        eprintln!("dual-feed worst pause {dual:?}, single-feed worst pause {single:?}");
+        if dual < Duration::from_millis(100) || dual * 2 < single {
+            return;
+        }
+        assert!(
+            attempt == 1 && single >= Duration::from_secs(1),
+            "dual-feed consumers stalled {dual:?}, single-feed ones {single:?}"
+        );
+        eprintln!("every consumer stalled for over a second: measuring again");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
