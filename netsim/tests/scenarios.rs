@@ -96,19 +96,16 @@ fn geo40_is_clean_and_near_the_floor() {
 }
 
 #[test]
-fn lossy_is_clean() {
-    let r = run_virtual(&short(scenario("lossy"), 2.0, 100.0), 1, Shape::Tree);
-    assert_clean(&r);
-    assert!(r.network.total.lost > 0, "the lossy scenario lost nothing");
-    assert!(r.totals.nack_ranges > 0 && r.totals.repaired > 0);
-}
-
-#[test]
-fn lossy1_is_clean() {
-    let r = run_virtual(&short(scenario("lossy1"), 2.0, 100.0), 1, Shape::Tree);
-    assert_clean(&r);
-    assert!(r.network.total.lost > 0, "the lossy1 scenario lost nothing");
-    assert!(r.totals.nack_ranges > 0 && r.totals.repaired > 0);
+fn lossy_scenarios_are_clean() {
+    for name in ["lossy1", "lossy"] {
+        let r = run_virtual(&short(scenario(name), 2.0, 100.0), 1, Shape::Tree);
+        assert_clean(&r);
+        assert!(r.network.total.lost > 0, "the {name} scenario lost nothing");
+        assert!(
+            r.totals.nack_ranges > 0 && r.totals.repaired > 0,
+            "{name}: no repairs"
+        );
+    }
 }
 
 #[test]
