@@ -520,10 +520,12 @@ pub async fn simulate(scenario: &Scenario, seed: u64, opts: &RunOptions) -> Resu
             let ep = nodes.endpoint(name, false)?;
             let topo = &plan.topology;
             let origins = tickcast_node::net::upstreams(topo, &topo.origin_names())?;
-            // The default ack timeout (500 ms). A publisher that reaches the standby origin
-            // within moments of its takeover (150 ms here) exposes an open bug: relays then
-            // stall on the new origin (see issue #3's note).
-            let p = Publisher::connect(PublisherConfig::new(name.clone(), origins), ep)
+            // The publisher sits beside the origin: it gives up on a silent origin after the
+            // topology's dead interval, like every other link (the 500 ms default suits a
+            // publisher across a WAN). It then reaches the standby right at its takeover.
+            let mut pcfg = PublisherConfig::new(name.clone(), origins);
+            pcfg.ack_timeout = topo.settings.heartbeat * topo.settings.dead_after;
+            let p = Publisher::connect(pcfg, ep)
                 .await
                 .with_context(|| format!("publisher {name:?} could not connect"))?;
             Some((name.clone(), p))

@@ -108,6 +108,17 @@ fn lossy_scenarios_are_clean() {
     }
 }
 
+/// At the scenario's own rate, ticks are in flight when the origin dies, so relays that
+/// already see the standby's new epoch still need older-epoch ticks repaired: they must
+/// take them (a regression: they used to refuse them as superseded and stall).
+#[test]
+fn origin_crash_at_full_rate_loses_nothing() {
+    let s = short(scenario("failover"), 8.0, 1000.0);
+    let r = run_virtual(&s, 1, Shape::Tree);
+    assert_clean(&r);
+    assert_eq!((r.feed.unacked, r.feed.error.as_deref()), (0, None));
+}
+
 #[test]
 fn failover_is_clean_and_stalls_are_measured() {
     let s = short(scenario("failover"), 3.0, 100.0);

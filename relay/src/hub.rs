@@ -42,6 +42,8 @@ struct Chan {
     batch: Vec<Tick>,
     /// Ticks that arrived before the first welcome set the starting point.
     early: Vec<Tick>,
+    /// Lowest seq seen numbered under the current epoch (`Seq::MAX`: none yet).
+    epoch_floor: Seq,
 }
 
 struct Fetch {
@@ -249,6 +251,7 @@ impl Hub {
                         fetches: BTreeMap::new(),
                         batch: Vec::new(),
                         early: Vec::new(),
+                        epoch_floor: Seq::MAX,
                     },
                 )
             })
@@ -788,12 +791,25 @@ impl Hub {
         let Some(ch) = self.chans.get_mut(&t.channel) else {
             return Ok(false);
         };
-        if t.epoch < self.max_epoch {
-            // A superseded origin's tick: never two different ticks for one seq.
+        // An older epoch's tick below where the new epoch's numbering starts is history the
+        // new origin inherited (a replay or repair of it): keep it. At or above, the new
+        // epoch numbers that seq afresh: refuse it (never two different ticks for one seq).
+        if t.epoch < self.max_epoch && t.seq >= ch.epoch_floor {
             self.stats.superseded.fetch_add(1, Relaxed);
             return Ok(false);
         }
-        self.max_epoch = t.epoch;
+        if t.epoch > self.max_epoch {
+            self.max_epoch = t.epoch;
+            for c in self.chans.values_mut() {
+                c.epoch_floor = Seq::MAX;
+            }
+        }
+        let Some(ch) = self.chans.get_mut(&t.channel) else {
+            return Ok(false);
+        };
+        if t.epoch == self.max_epoch {
+            ch.epoch_floor = ch.epoch_floor.min(t.seq);
+        }
         if !ch.tracker.is_started() {
             // Live datagrams can overtake the welcome: keep them (bounded) for after it.
             if ch.early.len() < self.cfg.ring.max_ticks {
