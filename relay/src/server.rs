@@ -135,10 +135,14 @@ async fn admit(
 ) -> Result<(), (quinn::VarInt, String)> {
     // No deadline for the control stream: a subscriber may hold a connection open as a
     // spare for failover (keep-alives keep it; the idle timeout ends it if the peer dies).
-    let (send, mut recv) = conn
-        .accept_bi()
-        .await
-        .map_err(|e| (CLOSE_PROTOCOL, format!("control stream: {e}")))?;
+    let (send, mut recv) = match conn.accept_bi().await {
+        Ok(s) => s,
+        Err(e) => {
+            // A spare closed unused (its owner moved on or shut down): nothing to refuse.
+            debug!(node = %cfg.name, peer = %conn.remote_address(), error = %e, "connection closed before its control stream");
+            return Ok(());
+        }
+    };
     let hello_wait = Duration::from_secs(5);
     let hello = match timeout(hello_wait, read_frame(&mut recv)).await {
         Err(_) => return Err((CLOSE_PROTOCOL, "no hello within 5 s".into())),
