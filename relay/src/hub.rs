@@ -105,6 +105,18 @@ struct StandbyState {
     was_connected: bool,
     /// Set when the primary is declared dead: the run loop then takes over.
     promote: bool,
+    /// Per channel, the primary's head + 1 when this standby first joined: from there on
+    /// it holds every tick (the primary's gate sees to that); below, the primary's history
+    /// is replayed to it in the background, for repairs after a takeover.
+    live_from: BTreeMap<ChannelId, Seq>,
+}
+
+/// The highest `h` such that `tracker` holds every seq of `from..=h` (`from - 1` if none).
+fn held_from(tracker: &GapTracker, from: Seq) -> Seq {
+    match tracker.missing().find(|g| g.last >= from) {
+        Some(g) => g.first.max(from) - 1,
+        None => tracker.known_head().max(from - 1),
+    }
 }
 
 /// Each channel's head, shared with the per-child heartbeat tasks so heartbeats keep their
@@ -310,8 +322,18 @@ impl Hub {
                     confirmed: BTreeMap::new(),
                     was_connected: false,
                     promote: false,
+                    live_from: BTreeMap::new(),
                 });
                 after_takeover = Some(local);
+                // A standby origin wants the primary's whole history, not just the live
+                // stream: after a takeover it is the only source of repairs.
+                {
+                    let mut r = self.resume.lock().expect("resume lock");
+                    for (c, ch) in self.chans.iter_mut() {
+                        ch.tracker.start_at(1);
+                        r.insert(*c, Some(1));
+                    }
+                }
                 let resume = resume_from_points(self.resume.clone());
                 let feeds = Feeds::spawn(
                     vec![self.link_config(vec![primary])],
@@ -461,7 +483,10 @@ impl Hub {
         if let (Some(sb), Some(up)) = (&mut self.standby, &self.upstream) {
             let mut heads = Vec::new();
             for (c, ch) in &self.chans {
-                let held = ch.tracker.next_expected().saturating_sub(1);
+                let Some(&from) = sb.live_from.get(c) else {
+                    continue;
+                };
+                let held = held_from(&ch.tracker, from);
                 if ch.tracker.is_started() && sb.confirmed.get(c) != Some(&held) {
                     sb.confirmed.insert(*c, held);
                     heads.push(ChannelHead {
@@ -584,11 +609,17 @@ impl Hub {
         let epoch = self.max_epoch.max(1) + 1;
         let mut heads = BTreeMap::new();
         for (c, ch) in self.chans.iter_mut() {
-            let head = if ch.tracker.is_started() {
-                ch.tracker.next_expected() - 1
-            } else {
-                0
+            let head = match sb.live_from.get(c) {
+                Some(&from) if ch.tracker.is_started() => held_from(&ch.tracker, from),
+                _ => 0,
             };
+            // History the primary never got to replay to us is gone for good: say so when
+            // asked, rather than leave it looking like a repair in progress.
+            for g in ch.tracker.missing().filter(|g| g.first <= head) {
+                let lost = SeqRange::new(g.first, g.last.min(head));
+                warn!(node = %self.cfg.name, channel = *c, range = %lost, "history not held at takeover");
+                ch.lost.insert(lost.first, lost.last);
+            }
             ch.ring.truncate_above(head);
             ch.tracker = GapTracker::new(self.cfg.gap);
             ch.tracker.start_at(head + 1);
@@ -639,6 +670,9 @@ impl Hub {
                 if let Some(sb) = &mut self.standby {
                     sb.was_connected = true;
                     sb.confirmed.clear(); // tell the (new) session what we hold
+                    for st in &welcome.channels {
+                        sb.live_from.entry(st.channel).or_insert(st.head + 1);
+                    }
                 }
                 for st in welcome.channels {
                     let Some(ch) = self.chans.get_mut(&st.channel) else {
