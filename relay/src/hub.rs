@@ -1063,8 +1063,7 @@ impl Hub {
             .min(self.cfg.max_datagram);
         let bytes: usize = ticks.iter().map(|t| t.weight()).sum();
         if bytes > size * REPAIR_DATAGRAMS {
-            self.note_streamed(child, &ticks);
-            self.send_to(child, Out::Uni(tick_frames(&ticks)));
+            self.stream_to(child, &ticks);
             return;
         }
         let (dgrams, large) = self.pack_for(ticks, size);
@@ -1086,15 +1085,7 @@ impl Hub {
         }
         by_stream.extend(large);
         if !by_stream.is_empty() {
-            self.note_streamed(child, &by_stream);
-            self.send_to(child, Out::Uni(tick_frames(&by_stream)));
-        }
-    }
-
-    /// Records ticks sent to `child` on a stream (see `streamed`).
-    fn note_streamed(&mut self, child: u64, ticks: &[Tick]) {
-        for t in ticks {
-            add_seq(self.streamed.entry((child, t.channel)).or_default(), t.seq);
+            self.stream_to(child, &by_stream);
         }
     }
 
@@ -1124,13 +1115,26 @@ impl Hub {
     }
 
     /// Queues work for one child's writer; a full queue means a slow child, whose loss is
-    /// its own: it will NACK again, and nothing else waits for it.
-    fn send_to(&mut self, id: u64, out: Out) {
+    /// its own: it will NACK again, and nothing else waits for it. `false`: not queued.
+    fn send_to(&mut self, id: u64, out: Out) -> bool {
         let Some(c) = self.children.get(&id) else {
-            return;
+            return false;
         };
         if c.writer.try_send(out).is_err() {
             self.stats.child_drops.fetch_add(1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Sends ticks to one child on a stream of their own and, if queued, remembers them
+    /// as on their way (see `streamed`). A dropped answer is not remembered: the child's
+    /// next NACK must get it.
+    fn stream_to(&mut self, child: u64, ticks: &[Tick]) {
+        if self.send_to(child, Out::Uni(tick_frames(ticks))) {
+            for t in ticks {
+                add_seq(self.streamed.entry((child, t.channel)).or_default(), t.seq);
+            }
         }
     }
 
