@@ -334,35 +334,12 @@ impl Hub {
                         r.insert(*c, Some(1));
                     }
                 }
-                let resume = resume_from_points(self.resume.clone());
-                let feeds = Feeds::spawn(
-                    vec![self.link_config(vec![primary])],
-                    self.endpoint.clone(),
-                    resume,
-                    1024,
-                    link_shutdown.clone(),
-                );
-                self.upstream = Some(feeds.cmds.clone());
-                (None, Some(feeds))
+                (
+                    None,
+                    Some(self.subscribe(vec![vec![primary]], &link_shutdown)),
+                )
             }
-            Source::Parents(feeds) => {
-                // Each channel resumes at the first seq this node still lacks, so a failover
-                // loses nothing the new parent holds.
-                let resume = resume_from_points(self.resume.clone());
-                let cfgs = feeds
-                    .into_iter()
-                    .map(|upstreams| self.link_config(upstreams))
-                    .collect();
-                let feeds = Feeds::spawn(
-                    cfgs,
-                    self.endpoint.clone(),
-                    resume,
-                    1024,
-                    link_shutdown.clone(),
-                );
-                self.upstream = Some(feeds.cmds.clone());
-                (None, Some(feeds))
-            }
+            Source::Parents(feeds) => (None, Some(self.subscribe(feeds, &link_shutdown))),
         };
         loop {
             // NACK timers are checked after every input as well as by their own branch, so a
@@ -456,6 +433,21 @@ impl Hub {
         for c in self.children.values() {
             c.conn.close(tickcast_transport::CLOSE_OK, b"shutdown");
         }
+    }
+
+    /// Starts one link per feed (each a list of candidate upstreams). Each channel resumes
+    /// at the first seq this node still lacks, so a failover loses nothing the new parent
+    /// holds.
+    fn subscribe(
+        &mut self,
+        feeds: Vec<Vec<tickcast_client::Upstream>>,
+        shutdown: &CancellationToken,
+    ) -> Feeds {
+        let cfgs = feeds.into_iter().map(|u| self.link_config(u)).collect();
+        let resume = resume_from_points(self.resume.clone());
+        let feeds = Feeds::spawn(cfgs, self.endpoint.clone(), resume, 1024, shutdown.clone());
+        self.upstream = Some(feeds.cmds.clone());
+        feeds
     }
 
     fn link_config(&self, upstreams: Vec<tickcast_client::Upstream>) -> LinkConfig {

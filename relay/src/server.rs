@@ -252,7 +252,7 @@ fn nack_ok(node: &str, id: u64, conn: &Connection, ranges: &[SeqRange]) -> bool 
 /// over; anything else in a datagram closes that child only.
 async fn child_datagrams(id: u64, node: String, conn: Connection, hub: mpsc::Sender<HubMsg>) {
     // A re-asked NACK comes a retry interval (≥ 20 ms) later; copies within the offsets.
-    let copy_window = tickcast_transport::redundant::COPY_OFFSETS[2] + Duration::from_millis(5);
+    let copy_window = tickcast_transport::redundant::COPY_SPAN + Duration::from_millis(5);
     let mut recent: std::collections::VecDeque<(Bytes, tokio::time::Instant)> = Default::default();
     while let Ok(d) = conn.read_datagram().await {
         let now = tokio::time::Instant::now();

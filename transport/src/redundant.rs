@@ -21,6 +21,10 @@ pub const COPY_OFFSETS: [Duration; 3] = [
     Duration::from_millis(12),
 ];
 
+/// How long after the first copy the last is sent: a receiver that drops repeated copies
+/// must remember a message at least this long.
+pub const COPY_SPAN: Duration = COPY_OFFSETS[COPY_OFFSETS.len() - 1];
+
 /// Sends `d` as a datagram now and again at each later [`COPY_OFFSETS`] entry. The error is
 /// the first send's (e.g. `TooLarge`, so the caller can use a stream instead); the copies
 /// are best effort.
